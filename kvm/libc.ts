@@ -1,0 +1,155 @@
+/**
+ * The libc calls dvmm makes, through `Deno.dlopen("libc.so.6")`. 64-bit
+ * arguments are `bigint` so calls stay on V8's fast path. `errno` is read from
+ * a view of `__errno_location()` cached per thread (each worker loads this
+ * module anew), right after a failing call.
+ *
+ * @module
+ */
+
+/** errno names for the values dvmm reports. */
+const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  4: "EINTR",
+  5: "EIO",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  16: "EBUSY",
+  17: "EEXIST",
+  19: "ENODEV",
+  22: "EINVAL",
+  24: "EMFILE",
+  25: "ENOTTY",
+  28: "ENOSPC",
+  38: "ENOSYS",
+  95: "EOPNOTSUPP",
+};
+
+/** Name of an errno value (`EINVAL`), or `errno N`. */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
+}
+
+/** A failed system call: names the call and the errno (`KVM_RUN: EINTR`). */
+export class OsError extends Error {
+  /**
+   * @param call what was called (ioctl name, `open /dev/kvm`)
+   * @param errno the errno value
+   */
+  constructor(readonly call: string, readonly errno: number) {
+    super(`${call}: ${errnoName(errno)}`);
+    this.name = "OsError";
+  }
+}
+
+const symbols = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
+  ioctl_buf: { name: "ioctl", parameters: ["i32", "u64", "buffer"], result: "i32" },
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  poll_nb: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  pthread_self: { parameters: [], result: "u64" },
+  pthread_kill: { parameters: ["u64", "i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
+let errnoView: Deno.UnsafePointerView | undefined;
+
+/** The loaded libc symbols (opened on first use in each thread). */
+export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
+  lib ??= Deno.dlopen("libc.so.6", symbols);
+  return lib.symbols;
+}
+
+/** The calling thread's current errno. */
+export function errno(): number {
+  errnoView ??= new Deno.UnsafePointerView(libc().__errno_location()!);
+  return errnoView.getInt32(0);
+}
+
+/** `open(2)` flags and mmap constants dvmm uses. */
+export const O_RDWR = 2, O_CLOEXEC = 0o2000000, O_NONBLOCK = 0o4000;
+/** mmap protections and flags. */
+export const PROT_READ = 1,
+  PROT_WRITE = 2,
+  MAP_SHARED = 1,
+  MAP_PRIVATE = 2,
+  MAP_ANONYMOUS = 0x20,
+  MAP_NORESERVE = 0x4000;
+/** eventfd flags. */
+export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
+/** poll events. */
+export const POLLIN = 1;
+/** Signals. */
+export const SIGUSR1 = 10;
+
+const encoder = new TextEncoder();
+
+/** `open(path, flags)`; throws {@linkcode OsError} naming the path. */
+export function open(path: string, flags: number): number {
+  const fd = libc().open(encoder.encode(path + "\0"), flags, 0);
+  if (fd < 0) throw new OsError(`open ${path}`, errno());
+  return fd;
+}
+
+/** `close(fd)`; errors are ignored (nothing useful can be done). */
+export function close(fd: number): void {
+  libc().close(fd);
+}
+
+/**
+ * `ioctl(fd, request, arg)` with an integer argument. Returns the result
+ * (>= 0); throws {@linkcode OsError} named after the request.
+ */
+export function ioctl(fd: number, request: bigint, arg: bigint, name: string): number {
+  const r = libc().ioctl(fd, request, arg);
+  if (r < 0) throw new OsError(name, errno());
+  return r;
+}
+
+/** `ioctl(fd, request, buffer)` with a struct argument. */
+export function ioctlBuf(fd: number, request: bigint, buf: Uint8Array, name: string): number {
+  const r = libc().ioctl_buf(fd, request, buf as Uint8Array<ArrayBuffer>);
+  if (r < 0) throw new OsError(name, errno());
+  return r;
+}
+
+/** A host mapping: its address and length. */
+export interface Mapping {
+  /** Start of the mapping. */
+  readonly pointer: Deno.PointerObject;
+  /** Length in bytes. */
+  readonly length: number;
+}
+
+/** `mmap`; throws {@linkcode OsError} on MAP_FAILED. */
+export function mmap(length: number, prot: number, flags: number, fd = -1, offset = 0n): Mapping {
+  const p = libc().mmap(null, BigInt(length), prot, flags, fd, offset);
+  if (p === null || Deno.UnsafePointer.value(p) === 0xffff_ffff_ffff_ffffn) {
+    throw new OsError(`mmap ${length} bytes`, errno());
+  }
+  return { pointer: p, length };
+}
+
+/** `munmap`. */
+export function munmap(m: Mapping): void {
+  libc().munmap(m.pointer, BigInt(m.length));
+}
+
+/** `eventfd(0, flags)`. */
+export function eventfd(flags = EFD_CLOEXEC): number {
+  const fd = libc().eventfd(0, flags);
+  if (fd < 0) throw new OsError("eventfd", errno());
+  return fd;
+}

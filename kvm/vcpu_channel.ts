@@ -1,0 +1,200 @@
+/**
+ * The shared-memory channel between one vCPU worker and the VMM thread that
+ * owns the device models (see docs/architecture.md).
+ *
+ * - Writes (PIO OUT, MMIO write) are *posted*, as on PCI: the worker appends
+ *   them to a ring and re-enters KVM_RUN at once; the VMM thread applies them
+ *   in order.
+ * - Reads (PIO IN, MMIO read) are *synchronous*: the worker publishes one
+ *   request and blocks in `Atomics.wait` until the VMM thread, having first
+ *   applied every posted write before it, answers.
+ * - A control word carries run / pause / stop requests to the worker; the
+ *   worker acknowledges in a state word.
+ * - One doorbell word per VM (shared by all vCPUs) wakes the VMM thread.
+ *
+ * @module
+ */
+
+/** Kinds of guest access carried over the channel. */
+export const ACCESS = { PIO_WRITE: 1, PIO_READ: 2, MMIO_WRITE: 3, MMIO_READ: 4 } as const;
+
+/** Control requests from the VMM thread to a vCPU worker. */
+export const CONTROL = { RUN: 0, PAUSE: 1, STOP: 2 } as const;
+
+/** vCPU states reported by the worker. */
+export const VCPU_STATE = { STARTING: 0, RUNNING: 1, PAUSED: 2, STOPPED: 3 } as const;
+
+/** Per-vCPU exit counters kept in the channel (index into {@linkcode VcpuChannel.counters}). */
+export const COUNTER = {
+  PIO_WRITE: 0,
+  PIO_READ: 1,
+  MMIO_WRITE: 2,
+  MMIO_READ: 3,
+  INTR: 4,
+  OTHER: 5,
+} as const;
+
+/** Names of the counters, in index order. */
+export const COUNTER_NAMES = Object.keys(COUNTER) as (keyof typeof COUNTER)[];
+
+/** Word indices of the channel header (Int32). */
+const W = {
+  HEAD: 0,
+  TAIL: 1,
+  SYNC: 2,
+  SYNC_KIND: 3,
+  SYNC_SIZE: 4,
+  SYNC_ADDR_LO: 5,
+  SYNC_ADDR_HI: 6,
+  CONTROL: 7,
+  STATE: 8,
+} as const;
+/** Byte offset of the sync request's 8 data bytes. */
+const SYNC_DATA = 40;
+/** Byte offset of the counters (Float64 each). */
+const COUNTERS = 64;
+/** Byte offset of the ring. */
+const RING = 128;
+/** Ring entry: u32 kind|size<<8, u32 addr lo, u32 addr hi, u32 pad, 8 data bytes. */
+const ENTRY = 16 + 8;
+/** Ring capacity in entries (a power of two). */
+export const RING_ENTRIES = 1024;
+
+const SYNC_IDLE = 0, SYNC_REQUEST = 1, SYNC_DONE = 2;
+
+/** Bytes of shared memory one channel needs. */
+export const CHANNEL_BYTES = RING + RING_ENTRIES * ENTRY;
+
+/** A guest access as the VMM thread receives it. `data` is only valid during the call. */
+export type AccessHandler = (kind: number, address: bigint, data: Uint8Array) => void;
+
+/** Both ends of a vCPU channel over one SharedArrayBuffer. */
+export class VcpuChannel {
+  readonly #words: Int32Array;
+  readonly #bytes: Uint8Array;
+  readonly #doorbell: Int32Array;
+  /** Exit counters (see {@linkcode COUNTER}). */
+  readonly counters: Float64Array;
+
+  /**
+   * @param buffer the channel's shared memory ({@linkcode CHANNEL_BYTES} bytes)
+   * @param doorbell the VM's shared doorbell (one Int32)
+   */
+  constructor(readonly buffer: SharedArrayBuffer, readonly doorbell: SharedArrayBuffer) {
+    this.#words = new Int32Array(buffer, 0, RING / 4);
+    this.#bytes = new Uint8Array(buffer);
+    this.#doorbell = new Int32Array(doorbell, 0, 1);
+    this.counters = new Float64Array(buffer, COUNTERS, COUNTER_NAMES.length);
+  }
+
+  /** A new channel with fresh shared memory, on a given VM doorbell. */
+  static create(doorbell: SharedArrayBuffer): VcpuChannel {
+    return new VcpuChannel(new SharedArrayBuffer(CHANNEL_BYTES), doorbell);
+  }
+
+  // ---- worker side ----
+
+  /** Worker: post a write. Blocks only while the ring is full. */
+  post(kind: number, address: bigint, data: Uint8Array): void {
+    const w = this.#words;
+    const head = w[W.HEAD];
+    for (;;) {
+      const tail = Atomics.load(w, W.TAIL);
+      if (head - tail < RING_ENTRIES) break;
+      this.#ring();
+      Atomics.wait(w, W.TAIL, tail, 100);
+    }
+    const at = RING + (head & (RING_ENTRIES - 1)) * ENTRY;
+    const e = at >> 2;
+    w[e] = kind | (data.length << 8);
+    w[e + 1] = Number(address & 0xffff_ffffn);
+    w[e + 2] = Number(address >> 32n);
+    this.#bytes.set(data, at + 16);
+    Atomics.store(w, W.HEAD, head + 1);
+    this.#ring();
+  }
+
+  /** Worker: perform a read; fills `data` with the answer (after all posted writes). */
+  request(kind: number, address: bigint, data: Uint8Array): void {
+    const w = this.#words;
+    w[W.SYNC_KIND] = kind;
+    w[W.SYNC_SIZE] = data.length;
+    w[W.SYNC_ADDR_LO] = Number(address & 0xffff_ffffn);
+    w[W.SYNC_ADDR_HI] = Number(address >> 32n);
+    Atomics.store(w, W.SYNC, SYNC_REQUEST);
+    this.#ring();
+    while (Atomics.load(w, W.SYNC) === SYNC_REQUEST) Atomics.wait(w, W.SYNC, SYNC_REQUEST);
+    data.set(this.#bytes.subarray(SYNC_DATA, SYNC_DATA + data.length));
+    Atomics.store(w, W.SYNC, SYNC_IDLE);
+  }
+
+  /** Worker: the pending control request. */
+  control(): number {
+    return Atomics.load(this.#words, W.CONTROL);
+  }
+
+  /** Worker: publish the vCPU's state and wake anyone waiting for it. */
+  setState(state: number): void {
+    Atomics.store(this.#words, W.STATE, state);
+    Atomics.notify(this.#words, W.STATE);
+    this.#ring();
+  }
+
+  /** Worker: block while the control word equals `value` (paused). */
+  waitControlChange(value: number): void {
+    Atomics.wait(this.#words, W.CONTROL, value);
+  }
+
+  #ring(): void {
+    Atomics.add(this.#doorbell, 0, 1);
+    Atomics.notify(this.#doorbell, 0);
+  }
+
+  // ---- VMM side ----
+
+  /** VMM: the vCPU's last published state. */
+  state(): number {
+    return Atomics.load(this.#words, W.STATE);
+  }
+
+  /** VMM: ask the worker to run, pause or stop (the caller kicks it out of KVM_RUN). */
+  setControl(value: number): void {
+    Atomics.store(this.#words, W.CONTROL, value);
+    Atomics.notify(this.#words, W.CONTROL);
+  }
+
+  /**
+   * VMM: apply every posted write, then answer a pending read, through
+   * `handle`. Returns the number of accesses handled.
+   */
+  drain(handle: AccessHandler): number {
+    const w = this.#words;
+    let tail = w[W.TAIL];
+    const head = Atomics.load(w, W.HEAD);
+    let n = 0;
+    while (tail !== head) {
+      const at = RING + (tail & (RING_ENTRIES - 1)) * ENTRY;
+      const e = at >> 2;
+      const kind = w[e] & 0xff, size = (w[e] >> 8) & 0xff;
+      const address = (BigInt(w[e + 2] >>> 0) << 32n) | BigInt(w[e + 1] >>> 0);
+      handle(kind, address, this.#bytes.subarray(at + 16, at + 16 + size));
+      tail++;
+      n++;
+    }
+    if (n) {
+      Atomics.store(w, W.TAIL, tail);
+      Atomics.notify(w, W.TAIL);
+    }
+    if (Atomics.load(w, W.SYNC) === SYNC_REQUEST) {
+      const kind = w[W.SYNC_KIND], size = w[W.SYNC_SIZE];
+      const address = (BigInt(w[W.SYNC_ADDR_HI] >>> 0) << 32n) | BigInt(w[W.SYNC_ADDR_LO] >>> 0);
+      const data = this.#bytes.subarray(SYNC_DATA, SYNC_DATA + size);
+      data.fill(0xff);
+      handle(kind, address, data);
+      Atomics.store(w, W.SYNC, SYNC_DONE);
+      Atomics.notify(w, W.SYNC);
+      n++;
+    }
+    return n;
+  }
+}
