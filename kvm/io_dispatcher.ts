@@ -34,6 +34,7 @@ export class IoDispatcher {
   readonly #logged = new Set<string>();
   #running = false;
   #loop: Promise<void> | undefined;
+  #keepAlive: ReturnType<typeof setInterval> | undefined;
   readonly #handle: (kind: number, address: bigint, data: Uint8Array) => void;
 
   /**
@@ -61,6 +62,8 @@ export class IoDispatcher {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    // Atomics.waitAsync does not keep Deno's event loop alive; a timer does.
+    this.#keepAlive = setInterval(() => {}, 1 << 30);
     this.#loop = this.#run();
   }
 
@@ -70,6 +73,7 @@ export class IoDispatcher {
     Atomics.add(this.#bell, 0, 1);
     Atomics.notify(this.#bell, 0);
     await this.#loop;
+    clearInterval(this.#keepAlive);
     this.drain();
   }
 

@@ -81,7 +81,7 @@ export class VcpuChannel {
    * @param doorbell the VM's shared doorbell (one Int32)
    */
   constructor(readonly buffer: SharedArrayBuffer, readonly doorbell: SharedArrayBuffer) {
-    this.#words = new Int32Array(buffer, 0, RING / 4);
+    this.#words = new Int32Array(buffer);
     this.#bytes = new Uint8Array(buffer);
     this.#doorbell = new Int32Array(doorbell, 0, 1);
     this.counters = new Float64Array(buffer, COUNTERS, COUNTER_NAMES.length);
