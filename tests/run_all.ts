@@ -1,0 +1,47 @@
+/**
+ * `deno task test`: everything CI runs. Unit tests on the host, the
+ * host-driven lab tests, then the KVM tests (natively or in the lab). Ends
+ * with the plain line `N passed, N failed` (and skipped) summed from the
+ * JUnit reports. In CI (`CI=true`) a skipped test is a failure.
+ *
+ * @module
+ */
+
+import { addCounts, NO_TESTS } from "./runner/junit.ts";
+import { ensureHostPackages } from "../lab/host_packages.ts";
+import { runHostSuite, runKvmSuite, type SuiteResult } from "./runner/suites.ts";
+
+const only = Deno.args[0];
+await ensureHostPackages();
+const suites: SuiteResult[] = [];
+if (!only || only === "unit") suites.push(await runHostSuite("unit", ["tests/unit"]));
+if (!only || only === "lab") {
+  suites.push(await runHostSuite("lab", ["tests/lab"]));
+  suites.push(await runKvmSuite(["tests/kvm"]));
+}
+
+let total = NO_TESTS;
+let ok = true;
+console.log("\n== dvmm test summary ==");
+for (const s of suites) {
+  const c = s.counts;
+  console.log(
+    `${s.name.padEnd(6)} ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped (${
+      s.seconds.toFixed(0)
+    } s)`,
+  );
+  for (const f of c.failures) console.log(`  FAILED  ${f}`);
+  for (const f of c.skippedNames) console.log(`  SKIPPED ${f}`);
+  if (s.status !== 0 || c.failed > 0) ok = false;
+  total = addCounts(total, c);
+}
+const ci = Deno.env.get("CI") === "true";
+let failed = total.failed;
+if (ci && total.skipped > 0) {
+  console.log(`CI: ${total.skipped} skipped test(s) count as failures`);
+  failed += total.skipped;
+  ok = false;
+}
+if (failed === 0 && !ok) failed = 1; // a runner failed without a failing test case
+console.log(`${total.passed} passed, ${failed} failed, ${total.skipped} skipped`);
+Deno.exit(ok && failed === 0 ? 0 : 1);

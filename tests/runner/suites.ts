@@ -1,0 +1,110 @@
+/**
+ * The test suites dvmm has and how each one runs: unit tests on the host,
+ * host-driven lab tests (they boot the lab themselves), and KVM tests, which
+ * run natively where /dev/kvm exists and otherwise inside one lab boot.
+ *
+ * @module
+ */
+
+import { labDenoCommand, runInLab } from "../../lab/lab.ts";
+import { countJunit, type TestCounts } from "./junit.ts";
+
+/** A suite's outcome. */
+export interface SuiteResult {
+  /** Suite name. */
+  name: string;
+  /** Counts from its JUnit report. */
+  counts: TestCounts;
+  /** The runner's exit status (non-zero also when the report is missing). */
+  status: number;
+  /** Seconds it took. */
+  seconds: number;
+}
+
+const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** True where this machine has a usable /dev/kvm. */
+export function hasKvm(): boolean {
+  try {
+    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readReport(path: string): Promise<TestCounts | undefined> {
+  try {
+    return countJunit(await Deno.readTextFile(path));
+  } catch {
+    return undefined;
+  }
+}
+
+const missing = (name: string): TestCounts => ({
+  passed: 0,
+  failed: 1,
+  skipped: 0,
+  failures: [`${name}: no test report (the runner crashed or timed out)`],
+  skippedNames: [],
+});
+
+/** Run `deno test` on the host over `paths`. */
+export async function runHostSuite(
+  name: string,
+  paths: string[],
+  extra: string[] = [],
+): Promise<SuiteResult> {
+  const t0 = performance.now();
+  const dir = await Deno.makeTempDir({ prefix: "dvmm-test-" });
+  const report = `${dir}/${name}.xml`;
+  const args = ["test", "-A", `--junit-path=${report}`, ...extra, ...paths];
+  const r = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    stdout: "inherit",
+    stderr: "inherit",
+  })
+    .output();
+  const counts = await readReport(report) ?? missing(name);
+  await Deno.remove(dir, { recursive: true });
+  return { name, counts, status: r.code, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Run the KVM tests: natively with /dev/kvm, otherwise in one lab boot. */
+export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
+  if (hasKvm()) return runHostSuite("kvm", paths, ["--no-check"]);
+  const t0 = performance.now();
+  const dir = await Deno.makeTempDir({ prefix: "dvmm-lab-report-" });
+  const report = `${dir}/kvm.xml`;
+  const env: Record<string, string> = {};
+  for (const key of ["CI", "DVMM_FC_RUNS", "DVMM_DEBUG"]) {
+    const v = Deno.env.get(key);
+    if (v !== undefined) env[key] = v;
+  }
+  let status = 1;
+  try {
+    const result = await runInLab(
+      labDenoCommand(["test", "-A", "--no-check", `--junit-path=${report}`, ...paths]),
+      {
+        cwd: ROOT,
+        shares: [dir],
+        env,
+        timeoutMs: 40 * 60_000,
+        onOutput: (chunk) => Deno.stdout.writeSync(chunk),
+        log: (m) => console.error(m),
+      },
+    );
+    status = result.status;
+    console.error(
+      `lab: booted in ${(result.bootMs / 1000).toFixed(1)} s, ran ${
+        (result.durationMs / 1000).toFixed(1)
+      } s`,
+    );
+  } catch (e) {
+    console.error(e instanceof Error ? e.message : String(e));
+  }
+  const counts = await readReport(report) ?? missing("kvm");
+  await Deno.remove(dir, { recursive: true });
+  return { name: "kvm", counts, status, seconds: (performance.now() - t0) / 1000 };
+}
