@@ -119,7 +119,7 @@ export class CpioWriter {
    * length to a multiple of it (cpio(1) uses 512); the default 4 is the minimum
    * for an archive that another one is concatenated to.
    */
-  finish(blockSize = 4): Uint8Array {
+  finish(blockSize = 4): Uint8Array<ArrayBuffer> {
     if (this.#finished) throw new CpioError("cpio: archive already finished");
     this.#finished = true;
     this.#record(TRAILER, 0, EMPTY, 1, 0, 0, 0, {});
