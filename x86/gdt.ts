@@ -10,41 +10,9 @@
  * @module
  */
 
-/** A segment register's state, mirroring struct kvm_segment. */
-export interface Segment {
-  /** Segment base. */
-  readonly base: number;
-  /** Byte-granular limit (0xffffffff for a flat 4 GiB segment with `g` = 1). */
-  readonly limit: number;
-  /** Selector (GDT index * 8). */
-  readonly selector: number;
-  /** Descriptor type (4 bits: 0xb = code execute/read accessed, 0x3 = data read/write accessed). */
-  readonly type: number;
-  /** Present bit (0/1). */
-  readonly present: number;
-  /** Descriptor privilege level. */
-  readonly dpl: number;
-  /** Default operation size (1 = 32-bit; 0 for 64-bit code). */
-  readonly db: number;
-  /** Descriptor type: 1 = code/data, 0 = system (TSS, LDT). */
-  readonly s: number;
-  /** 64-bit code segment. */
-  readonly l: number;
-  /** Granularity: limit in 4 KiB units. */
-  readonly g: number;
-  /** Available for software. */
-  readonly avl: number;
-  /** KVM's "unusable" flag (0 = usable). */
-  readonly unusable: number;
-}
+import type { Segment } from "../kvm/types.ts";
 
-/** A descriptor table register (GDTR / IDTR), as in struct kvm_dtable. */
-export interface DescriptorTable {
-  /** Linear base address. */
-  readonly base: number;
-  /** Size in bytes minus one. */
-  readonly limit: number;
-}
+export type { Dtable, Segment } from "../kvm/types.ts";
 
 /** Selector of the 64-bit code segment (`__BOOT_CS`). */
 export const BOOT_CS = 0x10;
@@ -55,7 +23,7 @@ export const BOOT_TSS = 0x20;
 
 /** Flat 64-bit code segment (`__BOOT_CS`). */
 export const CODE64_SEGMENT: Segment = {
-  base: 0,
+  base: 0n,
   limit: 0xffff_ffff,
   selector: BOOT_CS,
   type: 0xb,
@@ -80,7 +48,7 @@ export const DATA_SEGMENT: Segment = {
 
 /** A busy 64-bit TSS (type 0xb) at 0: VMX needs a usable TR; Linux loads its own before use. */
 export const TSS_SEGMENT: Segment = {
-  base: 0,
+  base: 0n,
   limit: 0x67,
   selector: BOOT_TSS,
   type: 0xb,
@@ -100,7 +68,7 @@ export const LDT_SEGMENT: Segment = { ...TSS_SEGMENT, selector: 0, limit: 0xffff
 /** Encode the 8-byte descriptor of a code/data segment or the first half of a system one. */
 export function encodeDescriptor(seg: Segment): bigint {
   const limit = BigInt(seg.g ? Math.floor(seg.limit / 4096) : seg.limit);
-  const base = BigInt(seg.base % 0x1_0000_0000);
+  const base = seg.base & 0xffff_ffffn;
   if (limit > 0xfffffn) {
     throw new RangeError(`GDT: limit 0x${seg.limit.toString(16)} does not fit with g=${seg.g}`);
   }
@@ -124,7 +92,7 @@ export function decodeDescriptor(desc: bigint, selector: number): Segment {
   const g = bits(55n, 1n);
   const rawLimit = bits(0n, 16n) | (bits(48n, 4n) << 16);
   return {
-    base: bits(16n, 24n) + bits(56n, 8n) * 0x100_0000,
+    base: BigInt(bits(16n, 24n) + bits(56n, 8n) * 0x100_0000),
     limit: g ? rawLimit * 4096 + 0xfff : rawLimit,
     selector,
     type: bits(40n, 4n),
