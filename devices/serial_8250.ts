@@ -1,6 +1,6 @@
 /**
  * A 16550A-compatible UART (8250 family) for COM1: 8 byte-wide registers at
- * {@linkcode PORTS.COM1}, interrupt on {@linkcode IRQS.COM1}.
+ * `PORTS.COM1`, interrupt on `IRQS.COM1`.
  *
  * Transmission is instantaneous: a byte written to THR goes straight to
  * {@linkcode Serial8250Options.onOutput} (or, in loopback mode, into the
