@@ -5,7 +5,7 @@
  * ```
  * 0x0000_0000  IVT / BDA, left zero (usable RAM; Linux keeps the first 1 MiB for itself)
  * 0x0000_0500  GDT                                   BOOT_GDT
- * 0x0000_0520  IDT (empty, limit 0)                  BOOT_IDT
+ * 0x0000_0540  IDT (empty, limit 0)                  BOOT_IDT
  * 0x0000_7000  zero page (struct boot_params)        ZERO_PAGE
  * 0x0000_8ff0  initial stack pointer (grows down)    BOOT_STACK_TOP
  * 0x0000_9000  PML4                                  PML4
@@ -26,7 +26,7 @@
 /** The GDT: null, unused, 64-bit code (0x10 = __BOOT_CS), data (0x18 = __BOOT_DS), TSS (16 bytes). */
 export const BOOT_GDT = 0x500;
 /** An empty IDT (limit 0): any exception before Linux installs its own is a triple fault. */
-export const BOOT_IDT = 0x520;
+export const BOOT_IDT = 0x540;
 /** struct boot_params ("zero page"), 4 KiB. */
 export const ZERO_PAGE = 0x7000;
 /** Initial RSP (16-byte aligned, below the page tables). */

@@ -7,7 +7,7 @@
  *
  * ```
  * 0x0000_0500  GDT: 0x10 = 64-bit code, 0x18 = data, 0x20 = TSS
- * 0x0000_0520  IDT (empty)
+ * 0x0000_0540  IDT (empty)
  * 0x0000_7000  zero page (struct boot_params)          -> RSI
  * 0x0000_8ff0  initial stack                           -> RSP
  * 0x0000_9000  PML4, 0xa000 PDPT, 0xb000-0xefff PDs    -> CR3 (identity map of 0-4 GiB, 2 MiB pages)
