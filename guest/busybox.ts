@@ -30,32 +30,39 @@ export class BusyboxError extends Error {
   }
 }
 
-/** Locate and read the static busybox; its applet list comes from `busybox --list-full`. */
-export async function loadBusybox(): Promise<Busybox> {
-  const candidates = [Deno.env.get("DVMM_BUSYBOX"), "/bin/busybox", "/usr/bin/busybox"];
-  for (const path of candidates) {
+/** Path of the busybox to use: `$DVMM_BUSYBOX`, /bin/busybox or /usr/bin/busybox. */
+export async function findBusybox(): Promise<string> {
+  for (const path of [Deno.env.get("DVMM_BUSYBOX"), "/bin/busybox", "/usr/bin/busybox"]) {
     if (!path) continue;
-    let data: Uint8Array;
     try {
-      data = await Deno.readFile(path);
+      if ((await Deno.stat(path)).isFile) return path;
     } catch {
-      continue;
+      // try the next one
     }
-    if (hasInterpreter(data)) {
-      throw new BusyboxError(
-        `${path} is dynamically linked; install busybox-static (apt-get install busybox-static)`,
-      );
-    }
-    const list = new TextDecoder().decode(
-      await hostToolBytes(path, ["--list-full"], "install busybox-static"),
-    );
-    const applets = list.split("\n").map((s) => s.trim()).filter((s) => s && s !== "bin/busybox");
-    return { path, data, applets };
   }
   throw new BusyboxError(
-    "no static busybox at /bin/busybox or $DVMM_BUSYBOX; install busybox-static " +
+    "no busybox at /bin/busybox or $DVMM_BUSYBOX; install busybox-static " +
       "(apt-get install busybox-static)",
   );
+}
+
+/**
+ * Read the static busybox at `path` (default {@linkcode findBusybox}); its
+ * applet list comes from `busybox --list-full`. Throws if it is dynamically linked.
+ */
+export async function loadBusybox(path?: string): Promise<Busybox> {
+  const file = path ?? await findBusybox();
+  const data = await Deno.readFile(file);
+  if (hasInterpreter(data)) {
+    throw new BusyboxError(
+      `${file} is dynamically linked; install busybox-static (apt-get install busybox-static)`,
+    );
+  }
+  const list = new TextDecoder().decode(
+    await hostToolBytes(file, ["--list-full"], "install busybox-static"),
+  );
+  const applets = list.split("\n").map((s) => s.trim()).filter((s) => s && s !== "bin/busybox");
+  return { path: file, data, applets };
 }
 
 /** Add `bin/busybox` and a symlink for every applet to `cpio`. */

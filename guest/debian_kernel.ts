@@ -70,7 +70,7 @@ export async function ensureKernel(opts: EnsureKernelOptions = {}): Promise<Kern
   let pkg = Deno.env.get("DVMM_KERNEL_PACKAGE");
   if (!pkg) {
     try {
-      pkg = await currentKernelPackage();
+      pkg = await cachedKernelPackage(kernelsDir);
     } catch (err) {
       const cached = await newestCached(kernelsDir);
       if (cached) {
@@ -106,6 +106,39 @@ export async function currentKernelPackage(): Promise<string> {
   }
   return match[1];
 }
+
+/**
+ * {@linkcode currentKernelPackage}, remembered in `<kernelsDir>/current.json`
+ * until apt's package lists change (apt-cache takes about a second).
+ */
+async function cachedKernelPackage(kernelsDir: string): Promise<string> {
+  let stamp: string | undefined;
+  try {
+    stamp = String((await Deno.stat(APT_LISTS)).mtime?.getTime());
+  } catch {
+    stamp = undefined;
+  }
+  const memo = `${kernelsDir}/current.json`;
+  if (stamp) {
+    try {
+      const saved = JSON.parse(await Deno.readTextFile(memo));
+      if (saved.stamp === stamp && typeof saved.package === "string") return saved.package;
+    } catch {
+      // no memo yet
+    }
+  }
+  const pkg = await currentKernelPackage();
+  if (stamp) {
+    await Deno.mkdir(kernelsDir, { recursive: true });
+    const tmp = `${memo}.${crypto.randomUUID()}.tmp`;
+    await Deno.writeTextFile(tmp, JSON.stringify({ stamp, package: pkg }) + "\n");
+    await Deno.rename(tmp, memo);
+  }
+  return pkg;
+}
+
+/** apt's package lists; its mtime changes on every `apt-get update`. */
+const APT_LISTS = "/var/lib/apt/lists";
 
 async function downloadAndUnpack(
   pkg: string,

@@ -12,10 +12,10 @@
  */
 
 import { CpioWriter } from "../guest/cpio.ts";
-import { addBusybox, loadBusybox } from "../guest/busybox.ts";
+import { addBusybox, findBusybox, loadBusybox } from "../guest/busybox.ts";
+import { cachedAsset, fileStamp } from "../guest/asset_cache.ts";
 import type { KernelAssets } from "../guest/debian_kernel.ts";
 import { ModuleIndex } from "../guest/modules.ts";
-import { dvmmCacheDir } from "../guest/cache_dir.ts";
 
 /** Modules the L1 loads, in this order (dependencies are added; absent ones skipped). */
 export const L1_MODULES: readonly string[] = [
@@ -56,32 +56,28 @@ export interface L1Run {
 
 /** Path of the cached base archive for `kernel`, building it if needed. */
 export async function ensureL1Base(kernel: KernelAssets): Promise<string> {
-  const cpio = new CpioWriter();
-  cpio.dir("proc").dir("sys").dir("dev").dir("host").dir("tmp", 0o1777).dir("etc/lab");
-  cpio.charDevice("dev/console", 5, 1);
-  cpio.charDevice("dev/null", 1, 3, 0o666);
-  addBusybox(cpio, await loadBusybox());
-  const index = await ModuleIndex.load(kernel.modulesDir);
-  const modules = await index.resolve(L1_MODULES, { optional: true });
-  for (const m of modules) cpio.file(`lib/modules/${m.fileName}`, m.data);
-  cpio.file("etc/lab/modules", modules.map((m) => m.fileName).join("\n") + "\n");
-  cpio.file("init", L1_INIT, 0o755);
-  const archive = cpio.finish(512);
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", archive));
-  const hash = [...digest.subarray(0, 12)].map((b) => b.toString(16).padStart(2, "0")).join("");
-  const dir = `${dvmmCacheDir()}/lab`;
-  const path = `${dir}/l1-base-${kernel.version}-${hash}.cpio`;
-  try {
-    await Deno.stat(path);
-    return path;
-  } catch {
-    // not cached yet
-  }
-  await Deno.mkdir(dir, { recursive: true });
-  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-  await Deno.writeFile(tmp, archive);
-  await Deno.rename(tmp, path);
-  return path;
+  const busybox = await findBusybox();
+  const key = {
+    format: 1,
+    kernel: kernel.version,
+    modulesDir: kernel.modulesDir,
+    busybox: await fileStamp(busybox),
+    modules: L1_MODULES,
+    init: L1_INIT,
+  };
+  return await cachedAsset("lab", `l1-base-${kernel.version}`, "cpio", key, async () => {
+    const cpio = new CpioWriter();
+    cpio.dir("proc").dir("sys").dir("dev").dir("host").dir("tmp", 0o1777).dir("etc/lab");
+    cpio.charDevice("dev/console", 5, 1);
+    cpio.charDevice("dev/null", 1, 3, 0o666);
+    addBusybox(cpio, await loadBusybox(busybox));
+    const index = await ModuleIndex.load(kernel.modulesDir);
+    const modules = await index.resolve(L1_MODULES, { optional: true });
+    for (const m of modules) cpio.file(`lib/modules/${m.fileName}`, m.data);
+    cpio.file("etc/lab/modules", modules.map((m) => m.fileName).join("\n") + "\n");
+    cpio.file("init", L1_INIT, 0o755);
+    return cpio.finish(512);
+  });
 }
 
 /** The per-run archive (to be appended to the base). */

@@ -1,0 +1,147 @@
+import assert from "node:assert/strict";
+import { readCpio } from "../../guest/cpio.ts";
+import {
+  buildGuestInitramfs,
+  ensureGuestInitramfs,
+  GUEST_INIT_MARKER,
+  initScript,
+} from "../../guest/initramfs.ts";
+import { findOnPath } from "../../guest/host_tool.ts";
+import { makeFakeKernel } from "./fake_kernel.ts";
+
+const haveBusybox = findOnPath("/bin/busybox") !== undefined ||
+  (Deno.env.get("DVMM_BUSYBOX") ?? "") !== "";
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+async function withFakeKernel(fn: (root: string) => Promise<void>) {
+  const root = await Deno.makeTempDir({ prefix: "initramfs_test_" });
+  try {
+    await fn(root);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+}
+
+const fakeModules = [
+  { path: "kernel/drivers/virtio/virtio.ko" },
+  { path: "kernel/drivers/virtio/virtio_ring.ko" },
+  { path: "kernel/drivers/virtio/virtio_pci_modern_dev.ko" },
+  { path: "kernel/drivers/virtio/virtio_pci_legacy_dev.ko" },
+  {
+    path: "kernel/drivers/virtio/virtio_pci.ko",
+    depends: ["virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_ring"],
+  },
+  { path: "kernel/drivers/block/virtio_blk.ko", depends: ["virtio", "virtio_ring"] },
+  { path: "kernel/drivers/net/failover.ko" },
+  { path: "kernel/drivers/net/net_failover.ko", depends: ["failover"] },
+  { path: "kernel/drivers/net/virtio_net.ko", depends: ["virtio_ring", "virtio", "net_failover"] },
+  { path: "kernel/fs/jbd2/jbd2.ko" },
+  { path: "kernel/fs/mbcache.ko" },
+  { path: "kernel/lib/crc16.ko" },
+  { path: "kernel/fs/ext4/ext4.ko", depends: ["jbd2", "mbcache", "crc16"] },
+];
+
+Deno.test({
+  name: "guest initramfs holds /init, busybox with applets and the modules in load order",
+  ignore: !haveBusybox,
+  fn: () =>
+    withFakeKernel(async (root) => {
+      const kernel = await makeFakeKernel(root, fakeModules);
+      const archive = await buildGuestInitramfs({ kernel });
+      const byPath = new Map(readCpio(archive).map((r) => [r.path, r]));
+      const init = byPath.get("init")!;
+      assert.equal(init.kind, "file");
+      assert.equal(init.perm, 0o755);
+      assert.match(text(init.data), /^#!\/bin\/sh\n/);
+      assert.ok(text(init.data).includes(`echo "${GUEST_INIT_MARKER}"`));
+      assert.ok(text(init.data).includes("setsid cttyhack sh"));
+      const busybox = byPath.get("bin/busybox")!;
+      assert.equal(busybox.perm, 0o755);
+      assert.deepEqual(busybox.data.subarray(0, 4), new Uint8Array([0x7f, 0x45, 0x4c, 0x46]));
+      for (
+        const applet of ["bin/sh", "sbin/insmod", "bin/mount", "usr/bin/setsid", "bin/cttyhack"]
+      ) {
+        const link = byPath.get(applet);
+        assert.ok(link, `${applet} missing`);
+        assert.equal(link.kind, "symlink");
+        assert.equal(text(link.data), "/bin/busybox");
+      }
+      assert.equal(byPath.get("dev/console")?.kind, "char");
+      const order = text(byPath.get("etc/dvmm/modules")!.data).trim().split("\n");
+      const dir = `/lib/modules/${kernel.version}`;
+      const pos = (name: string) => order.indexOf(`${dir}/${name}.ko`);
+      for (const m of ["virtio_pci", "virtio_blk", "virtio_net", "ext4", "jbd2", "failover"]) {
+        assert.ok(pos(m) >= 0, `${m} not listed`);
+        assert.ok(byPath.has(`${dir.slice(1)}/${m}.ko`), `${m}.ko not in the archive`);
+      }
+      assert.ok(pos("virtio") < pos("virtio_pci"));
+      assert.ok(pos("failover") < pos("net_failover"));
+      assert.ok(pos("net_failover") < pos("virtio_net"));
+      assert.ok(pos("jbd2") < pos("ext4"));
+      // Absent modules (virtio_console, virtio-rng, crc32c_generic here) are skipped.
+      assert.equal(pos("virtio_console"), -1);
+      assert.equal(byPath.get("bin/dvmm-load-modules")?.perm, 0o755);
+    }),
+});
+
+Deno.test({
+  name: "guest initramfs takes extra files and an init snippet that runs before the shell",
+  ignore: !haveBusybox,
+  fn: () =>
+    withFakeKernel(async (root) => {
+      const kernel = await makeFakeKernel(root, fakeModules);
+      const archive = await buildGuestInitramfs({
+        kernel,
+        files: [{ path: "/opt/run.sh", data: "echo hi\n", mode: 0o700 }],
+        initSnippet: "sh /opt/run.sh\npoweroff -f",
+        loadModules: true,
+      });
+      const byPath = new Map(readCpio(archive).map((r) => [r.path, r]));
+      assert.equal(text(byPath.get("opt/run.sh")!.data), "echo hi\n");
+      assert.equal(byPath.get("opt/run.sh")!.perm, 0o700);
+      const init = text(byPath.get("init")!.data);
+      const marker = init.indexOf(GUEST_INIT_MARKER);
+      const load = init.indexOf("dvmm-load-modules");
+      const snippet = init.indexOf("sh /opt/run.sh");
+      const shell = init.indexOf("setsid cttyhack sh");
+      assert.ok(marker > 0 && marker < load && load < snippet && snippet < shell);
+    }),
+});
+
+Deno.test("guest init script mounts the kernel file systems before printing the marker", () => {
+  const init = initScript();
+  const marker = init.indexOf(GUEST_INIT_MARKER);
+  for (const fs of ["-t proc", "-t sysfs", "-t devtmpfs"]) {
+    const at = init.indexOf(`mount ${fs}`);
+    assert.ok(at > 0 && at < marker, fs);
+  }
+  assert.ok(!init.includes("dvmm-load-modules"));
+});
+
+Deno.test({
+  name: "guest initramfs is cached by its inputs",
+  ignore: !haveBusybox,
+  fn: () =>
+    withFakeKernel(async (root) => {
+      const saved = Deno.env.get("DVMM_CACHE_DIR");
+      Deno.env.set("DVMM_CACHE_DIR", `${root}/cache`);
+      try {
+        const kernel = await makeFakeKernel(root, fakeModules);
+        const a = await ensureGuestInitramfs({ kernel });
+        const stampA = (await Deno.stat(a)).mtime;
+        const again = await ensureGuestInitramfs({ kernel });
+        assert.equal(again, a);
+        assert.deepEqual((await Deno.stat(again)).mtime, stampA);
+        const withFile = await ensureGuestInitramfs({ kernel, files: [{ path: "x", data: "1" }] });
+        const withOther = await ensureGuestInitramfs({ kernel, files: [{ path: "x", data: "2" }] });
+        assert.notEqual(withFile, a);
+        assert.notEqual(withFile, withOther);
+        assert.ok(a.startsWith(`${root}/cache/initramfs/`));
+        const records = readCpio(await Deno.readFile(withOther));
+        assert.equal(text(records.find((r) => r.path === "x")!.data), "2");
+      } finally {
+        if (saved === undefined) Deno.env.delete("DVMM_CACHE_DIR");
+        else Deno.env.set("DVMM_CACHE_DIR", saved);
+      }
+    }),
+});
