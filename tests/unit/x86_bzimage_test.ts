@@ -1,7 +1,6 @@
 import { assert, assertEquals, assertThrows } from "./x86_assert.ts";
 import { BzImageError, parseBzImage, readHeaderField, SETUP_HEADER } from "../../x86/bzimage.ts";
-import { dvmmCacheDir } from "../../guest/cache_dir.ts";
-import { fakeBzImage } from "./x86_fake_bzimage.ts";
+import { fakeBzImage, findCachedKernel } from "./x86_fake_bzimage.ts";
 
 Deno.test("parseBzImage decodes the setup header fields a loader needs", () => {
   const img = parseBzImage(fakeBzImage({ kernelSize: 4096, initSize: 0x123_4000 }));
@@ -106,17 +105,3 @@ Deno.test({
     assert(img.header.cmdlineSize >= 2047);
   },
 });
-
-function findCachedKernel(): string | undefined {
-  try {
-    const dir = `${dvmmCacheDir()}/kernels`;
-    for (const pkg of Deno.readDirSync(dir)) {
-      try {
-        for (const f of Deno.readDirSync(`${dir}/${pkg.name}/boot`)) {
-          if (f.name.startsWith("vmlinuz-")) return `${dir}/${pkg.name}/boot/${f.name}`;
-        }
-      } catch { /* no boot dir */ }
-    }
-  } catch { /* no cache */ }
-  return undefined;
-}

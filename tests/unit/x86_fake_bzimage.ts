@@ -5,6 +5,7 @@
  * @module
  */
 
+import { dvmmCacheDir } from "../../guest/cache_dir.ts";
 import { SETUP_HEADER, type SetupHeaderFieldName, writeHeaderField } from "../../x86/bzimage.ts";
 
 /** Header values of a fake image; defaults look like a Debian 6.1 kernel. */
@@ -61,4 +62,19 @@ export function fakeBzImage(o: FakeBzImageOptions = {}): Uint8Array {
   // Something recognizable past the header that must not reach the zero page.
   image[SETUP_HEADER.kernel_info_offset.offset + 8] = 0xee;
   return image;
+}
+
+/** Path of a Debian vmlinuz in the dvmm cache (guest/debian_kernel.ts puts it there), if any. */
+export function findCachedKernel(): string | undefined {
+  try {
+    const dir = `${dvmmCacheDir()}/kernels`;
+    for (const pkg of Deno.readDirSync(dir)) {
+      try {
+        for (const f of Deno.readDirSync(`${dir}/${pkg.name}/boot`)) {
+          if (f.name.startsWith("vmlinuz-")) return `${dir}/${pkg.name}/boot/${f.name}`;
+        }
+      } catch { /* no boot dir */ }
+    }
+  } catch { /* no cache */ }
+  return undefined;
 }

@@ -7,7 +7,7 @@ import { E820_TYPE } from "../../x86/e820.ts";
 import { decodeDescriptor } from "../../x86/gdt.ts";
 import { PTE, PTE_ADDR_MASK } from "../../x86/page_tables.ts";
 import { GiB, MiB } from "../../x86/layout.ts";
-import { fakeBzImage } from "./x86_fake_bzimage.ts";
+import { fakeBzImage, findCachedKernel } from "./x86_fake_bzimage.ts";
 
 const MEM = 128 * MiB;
 
@@ -217,4 +217,33 @@ Deno.test("the boot structures in low memory do not overlap", async () => {
     assert(pa + ps <= ranges[i][1], `${pn} overlaps ${ranges[i][0]}`);
   }
   assert(L.CMDLINE + L.CMDLINE_MAX <= L.EBDA_START);
+});
+
+const debianKernel = findCachedKernel();
+
+Deno.test({
+  name: "the cached Debian kernel loads into 256 MiB with an initrd above its runtime area",
+  ignore: debianKernel === undefined,
+  fn() {
+    const memorySize = 256 * MiB;
+    const memory = GuestMemory.ofSize(memorySize);
+    const kernel = Deno.readFileSync(debianKernel!);
+    const result = loadLinux(memory, {
+      kernel,
+      initrd: new Uint8Array(16 * MiB),
+      cmdline: "console=ttyS0",
+      memorySize,
+      cpus: 4,
+    });
+    assertEquals(result.entry.regs.rip, 0x10_0200n);
+    assertEquals(result.kernelRuntime.addr, 16 * MiB);
+    assert(result.initrd!.addr >= result.kernelRuntime.addr + result.kernelRuntime.size);
+    assertEquals(
+      memory.read(0x10_0000, 64),
+      kernel.subarray(result.image.setupSize, result.image.setupSize + 64),
+    );
+    const page = memory.read(0x7000, 4096);
+    assertEquals(readHeaderField(page, "version"), result.image.header.version);
+    assertEquals(readHeaderField(page, "init_size"), result.image.header.initSize);
+  },
 });
