@@ -100,7 +100,7 @@ export const ACPI_PM1_EVT_LEN = 4;
 export const ACPI_PM1_CNT_LEN = 2;
 
 /** Bytes from the event block base to the end of the control block: one registration. */
-export const ACPI_PM_PORT_SPAN = AcpiPmReg.PM1_CNT + ACPI_PM1_CNT_LEN;
+export const ACPI_PM_PORT_SPAN: number = AcpiPmReg.PM1_CNT + ACPI_PM1_CNT_LEN;
 
 /** Construction options for {@linkcode AcpiPm}. */
 export interface AcpiPmOptions {
@@ -135,7 +135,10 @@ export class AcpiPm implements BusDevice {
   #control: number = Pm1Cnt.SCI_EN;
   #sciLevel = false;
 
-  /** @param options the power-off callback and optional SCI line */
+  /**
+   * Create the blocks with all status and enable bits clear and SCI_EN set.
+   * @param options the power-off callback and optional SCI line
+   */
   constructor(options: AcpiPmOptions) {
     this.name = options.name ?? "acpi pm";
     this.#onPowerOff = options.onPowerOff;

@@ -140,10 +140,10 @@ export const RegD = {
 } as const;
 
 /** Register A at power-on: 32.768 kHz divider, 1024 Hz rate. */
-export const RTC_REG_A_DEFAULT = RegA.DIVIDER_32KHZ | 0x06;
+export const RTC_REG_A_DEFAULT: number = RegA.DIVIDER_32KHZ | 0x06;
 
 /** Register B at power-on: 24-hour, BCD. */
-export const RTC_REG_B_DEFAULT = RegB.HOUR_24;
+export const RTC_REG_B_DEFAULT: number = RegB.HOUR_24;
 
 /** Number of CMOS bytes (the index is 7 bits). */
 export const CMOS_SIZE = 128;
@@ -187,7 +187,10 @@ export class CmosRtc implements BusDevice {
   #evaluatedMs: number;
   #irqLevel = false;
 
-  /** @param options memory size, clock and optional IRQ line */
+  /**
+   * Create the RTC with the time taken from the clock and the memory size bytes filled in.
+   * @param options memory size, clock and optional IRQ line
+   */
   constructor(options: CmosRtcOptions) {
     this.name = options.name ?? "cmos rtc";
     this.#clock = options.clock ?? Date.now;

@@ -132,16 +132,17 @@ export const I8042_SELF_TEST_OK = 0x55;
 export const I8042_NO_DEVICE = 0xfe;
 
 /** Command byte after power-on: keyboard interrupt, system flag, translation, AUX disabled. */
-export const I8042_INITIAL_CTR = I8042Ctr.KBDINT | I8042Ctr.SYS | I8042Ctr.AUXDIS | I8042Ctr.XLATE;
+export const I8042_INITIAL_CTR: number = I8042Ctr.KBDINT | I8042Ctr.SYS | I8042Ctr.AUXDIS |
+  I8042Ctr.XLATE;
 
 /** Most bytes the output queue holds; older bytes are kept, newer ones dropped. */
 export const I8042_QUEUE_LIMIT = 16;
 
 /** Span from the data port to the command port inclusive: the size of a single registration at 0x60. */
-export const I8042_PORT_SPAN = PORTS.I8042_CMD - PORTS.I8042_DATA + 1;
+export const I8042_PORT_SPAN: number = PORTS.I8042_CMD - PORTS.I8042_DATA + 1;
 
 /** Offset of the command/status port within {@linkcode I8042_PORT_SPAN}. */
-export const I8042_COMMAND_OFFSET = PORTS.I8042_CMD - PORTS.I8042_DATA;
+export const I8042_COMMAND_OFFSET: number = PORTS.I8042_CMD - PORTS.I8042_DATA;
 
 /** Construction options for {@linkcode I8042}. */
 export interface I8042Options {
@@ -185,7 +186,10 @@ export class I8042 implements BusDevice {
   #kbdLevel = false;
   #auxLevel = false;
 
-  /** @param options reset callback and interrupt lines */
+  /**
+   * Create a controller in its power-on state (command byte {@linkcode I8042_INITIAL_CTR}).
+   * @param options reset callback and interrupt lines
+   */
   constructor(options: I8042Options) {
     this.name = options.name ?? "i8042";
     this.#onReset = options.onReset;

@@ -225,7 +225,10 @@ export class Serial8250 implements BusDevice {
   #inputBlocked = false;
   #irqLevel = false;
 
-  /** @param options the interrupt line and output sink */
+  /**
+   * Create a UART in its power-on state (FIFOs off, interrupts off, divisor 12).
+   * @param options the interrupt line and output sink
+   */
   constructor(options: Serial8250Options) {
     this.name = options.name ?? "serial COM1";
     this.#irq = options.irq;
