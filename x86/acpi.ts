@@ -12,7 +12,8 @@
  * The FADT is a full (not hardware-reduced) one so Linux uses the legacy PM1
  * registers: PM1a event/control blocks at `PORTS.ACPI_PM1A_EVT` / `ACPI_PM1A_CNT`,
  * SCI on `IRQS.SCI`, no SMI command port (ACPI is already enabled; the PM1 control
- * register should read back SCI_EN = 1), and the 8042 boot flag so i8042 is probed.
+ * register should read back SCI_EN = 1), the fixed-feature power button (PWRBTN in
+ * PM1 status/enable), and the 8042 boot flag so i8042 is probed.
  * The DSDT declares `\_S5` (soft off, SLP_TYP = `ACPI_S5_SLP_TYP`), the PCI host
  * bridge `\_SB.PCI0` with its bus, I/O and memory windows (without it an ACPI
  * kernel does not scan PCI), and a motherboard resource device reserving the ECAM.
@@ -144,7 +145,7 @@ export const FADT = {
 export const FADT_FLAGS = {
   WBINVD: 1 << 0,
   PROC_C1: 1 << 2,
-  /** The power button is not a fixed feature. */
+  /** Set: the power button is a control-method device (dvmm leaves it clear: fixed feature). */
   PWR_BUTTON: 1 << 4,
   /** There is no fixed-feature sleep button. */
   SLP_BUTTON: 1 << 5,
@@ -334,8 +335,9 @@ export function buildFadt(
   b[FADT.pm1_evt_len] = 4;
   b[FADT.pm1_cnt_len] = 2;
   v.setUint16(FADT.iapc_boot_arch, IAPC_BOOT_ARCH.I8042 | IAPC_BOOT_ARCH.VGA_NOT_PRESENT, true);
-  let flags = FADT_FLAGS.WBINVD | FADT_FLAGS.PROC_C1 | FADT_FLAGS.PWR_BUTTON |
-    FADT_FLAGS.SLP_BUTTON;
+  // PWR_BUTTON clear: the power button is the fixed-feature one (PM1 PWRBTN_STS/EN), so a
+  // power-button event raises the SCI and Linux shuts down gracefully. No sleep button.
+  let flags = FADT_FLAGS.WBINVD | FADT_FLAGS.PROC_C1 | FADT_FLAGS.SLP_BUTTON;
   if (refs.reset) {
     flags |= FADT_FLAGS.RESET_REG_SUP;
     writeGas(v, FADT.reset_reg, {
