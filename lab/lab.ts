@@ -16,7 +16,8 @@
  * - `/` is read-only (9p, cache=loose: host files must not change during a
  *   run); `/run` is a tmpfs; `HOME=/run/lab/home`, `DENO_DIR=/run/lab/deno_dir`,
  *   `TMPDIR=/run/lab/tmp` (SQLite, used by DENO_DIR, fails on 9p); the deno
- *   binary's directory is first on PATH; `DENO_NO_UPDATE_CHECK=1`;
+ *   binary's directory is first on PATH; `DENO_NO_UPDATE_CHECK=1`, `NO_COLOR=1`,
+ *   `DVMM_IN_LAB=1` (see {@linkcode labBaseEnv});
  * - `shares` are host directories mounted read-write at the same absolute
  *   path (e.g. a JUnit output directory);
  * - /proc, /sys, /dev (devtmpfs: `/dev/kvm`, `/dev/net/tun`) are the L1's own;
@@ -200,6 +201,7 @@ export function labBaseEnv(): Record<string, string> {
     TMPDIR: "/run/lab/tmp",
     DENO_NO_UPDATE_CHECK: "1",
     DENO_NO_PROMPT: "1",
+    NO_COLOR: "1",
     TERM: "dumb",
     LANG: "C.UTF-8",
     DVMM_IN_LAB: "1",
