@@ -8,7 +8,7 @@
  */
 
 import type { Bus } from "../devices/bus.ts";
-import { ACCESS, type VcpuChannel } from "./vcpu_channel.ts";
+import { ACCESS, DOORBELL, DOORBELL_BYTES, type VcpuChannel } from "./vcpu_channel.ts";
 
 /** Receives log lines (device errors, accesses to nothing). */
 export type Logger = (line: string) => void;
@@ -26,7 +26,7 @@ export interface DispatchStats {
 /** Drains vCPU channels into the buses until stopped. */
 export class IoDispatcher {
   /** The VM's doorbell (share it with every vCPU channel). */
-  readonly doorbell: SharedArrayBuffer = new SharedArrayBuffer(4);
+  readonly doorbell: SharedArrayBuffer = new SharedArrayBuffer(DOORBELL_BYTES);
   /** Running totals. */
   readonly stats: DispatchStats = { accesses: 0, unclaimed: 0, deviceErrors: 0 };
   readonly #bell = new Int32Array(this.doorbell);
@@ -70,19 +70,22 @@ export class IoDispatcher {
   /** Stop the loop (after a final drain). */
   async stop(): Promise<void> {
     this.#running = false;
-    Atomics.add(this.#bell, 0, 1);
-    Atomics.notify(this.#bell, 0);
+    Atomics.add(this.#bell, DOORBELL.COUNT, 1);
+    Atomics.notify(this.#bell, DOORBELL.COUNT);
     await this.#loop;
     clearInterval(this.#keepAlive);
     this.drain();
   }
 
   async #run(): Promise<void> {
+    const bell = this.#bell;
     let busy = 0;
     while (this.#running) {
-      const seen = Atomics.load(this.#bell, 0);
+      const seen = Atomics.load(bell, DOORBELL.COUNT);
       this.drain();
-      const wait = Atomics.waitAsync(this.#bell, 0, seen);
+      // Say we are going to sleep, then sleep only if nothing was posted since `seen`.
+      Atomics.store(bell, DOORBELL.SLEEPING, 1);
+      const wait = Atomics.waitAsync(bell, DOORBELL.COUNT, seen);
       if (wait.async) {
         busy = 0;
         await wait.value;
@@ -91,6 +94,7 @@ export class IoDispatcher {
         busy = 0;
         await new Promise((r) => setTimeout(r, 0));
       }
+      Atomics.store(bell, DOORBELL.SLEEPING, 0);
     }
   }
 

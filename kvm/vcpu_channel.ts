@@ -65,6 +65,16 @@ const SYNC_IDLE = 0, SYNC_REQUEST = 1, SYNC_DONE = 2;
 /** Bytes of shared memory one channel needs. */
 export const CHANNEL_BYTES = RING + RING_ENTRIES * ENTRY;
 
+/**
+ * Words of the VM's doorbell (shared by all vCPUs): a counter bumped on every
+ * post, and a flag the VMM thread sets before it sleeps, so that workers only
+ * pay for a wake-up when someone is waiting.
+ */
+export const DOORBELL = { COUNT: 0, SLEEPING: 1 } as const;
+
+/** Bytes of a doorbell. */
+export const DOORBELL_BYTES = 8;
+
 /** A guest access as the VMM thread receives it. `data` is only valid during the call. */
 export type AccessHandler = (kind: number, address: bigint, data: Uint8Array) => void;
 
@@ -78,12 +88,12 @@ export class VcpuChannel {
 
   /**
    * @param buffer the channel's shared memory ({@linkcode CHANNEL_BYTES} bytes)
-   * @param doorbell the VM's shared doorbell (one Int32)
+   * @param doorbell the VM's shared doorbell ({@linkcode DOORBELL_BYTES})
    */
   constructor(readonly buffer: SharedArrayBuffer, readonly doorbell: SharedArrayBuffer) {
     this.#words = new Int32Array(buffer);
     this.#bytes = new Uint8Array(buffer);
-    this.#doorbell = new Int32Array(doorbell, 0, 1);
+    this.#doorbell = new Int32Array(doorbell);
     this.counters = new Float64Array(buffer, COUNTERS, COUNTER_NAMES.length);
   }
 
@@ -94,8 +104,11 @@ export class VcpuChannel {
 
   // ---- worker side ----
 
-  /** Worker: post a write. Blocks only while the ring is full. */
-  post(kind: number, address: bigint, data: Uint8Array): void {
+  /**
+   * Worker: post a write of `size` bytes taken from `src` at `offset`, to the
+   * address `hi:lo`. Blocks only while the ring is full.
+   */
+  post(kind: number, lo: number, hi: number, src: Uint8Array, offset: number, size: number): void {
     const w = this.#words;
     const head = w[W.HEAD];
     for (;;) {
@@ -106,25 +119,37 @@ export class VcpuChannel {
     }
     const at = RING + (head & (RING_ENTRIES - 1)) * ENTRY;
     const e = at >> 2;
-    w[e] = kind | (data.length << 8);
-    w[e + 1] = Number(address & 0xffff_ffffn);
-    w[e + 2] = Number(address >> 32n);
-    this.#bytes.set(data, at + 16);
+    w[e] = kind | (size << 8);
+    w[e + 1] = lo;
+    w[e + 2] = hi;
+    const bytes = this.#bytes;
+    for (let i = 0; i < size; i++) bytes[at + 16 + i] = src[offset + i];
     Atomics.store(w, W.HEAD, head + 1);
     this.#ring();
   }
 
-  /** Worker: perform a read; fills `data` with the answer (after all posted writes). */
-  request(kind: number, address: bigint, data: Uint8Array): void {
+  /**
+   * Worker: perform a read of `size` bytes at `hi:lo`; the answer (given after
+   * all posted writes) is stored into `dst` at `offset`.
+   */
+  request(
+    kind: number,
+    lo: number,
+    hi: number,
+    dst: Uint8Array,
+    offset: number,
+    size: number,
+  ): void {
     const w = this.#words;
     w[W.SYNC_KIND] = kind;
-    w[W.SYNC_SIZE] = data.length;
-    w[W.SYNC_ADDR_LO] = Number(address & 0xffff_ffffn);
-    w[W.SYNC_ADDR_HI] = Number(address >> 32n);
+    w[W.SYNC_SIZE] = size;
+    w[W.SYNC_ADDR_LO] = lo;
+    w[W.SYNC_ADDR_HI] = hi;
     Atomics.store(w, W.SYNC, SYNC_REQUEST);
-    this.#ring();
+    this.#ring(true);
     while (Atomics.load(w, W.SYNC) === SYNC_REQUEST) Atomics.wait(w, W.SYNC, SYNC_REQUEST);
-    data.set(this.#bytes.subarray(SYNC_DATA, SYNC_DATA + data.length));
+    const bytes = this.#bytes;
+    for (let i = 0; i < size; i++) dst[offset + i] = bytes[SYNC_DATA + i];
     Atomics.store(w, W.SYNC, SYNC_IDLE);
   }
 
@@ -145,9 +170,11 @@ export class VcpuChannel {
     Atomics.wait(this.#words, W.CONTROL, value);
   }
 
-  #ring(): void {
-    Atomics.add(this.#doorbell, 0, 1);
-    Atomics.notify(this.#doorbell, 0);
+  /** Bump the doorbell; wake the VMM thread only if it said it is going to sleep. */
+  #ring(always = false): void {
+    const bell = this.#doorbell;
+    Atomics.add(bell, DOORBELL.COUNT, 1);
+    if (always || Atomics.load(bell, DOORBELL.SLEEPING) !== 0) Atomics.notify(bell, DOORBELL.COUNT);
   }
 
   // ---- VMM side ----

@@ -96,27 +96,31 @@ function runVcpu(init: VcpuInit): VcpuExit {
     switch (reason) {
       case KVM_EXIT.IO: {
         const size = run.getUint8(RUN.ioSize);
-        const port = BigInt(run.getUint16(RUN.ioPort, true));
+        const port = run.getUint16(RUN.ioPort, true);
         const count = run.getUint32(RUN.ioCount, true);
-        const offset = Number(run.getBigUint64(RUN.ioDataOffset, true));
-        const out = run.getUint8(RUN.ioDirection) === KVM_EXIT_IO.OUT;
-        for (let i = 0; i < count; i++) {
-          const data = bytes.subarray(offset + i * size, offset + (i + 1) * size);
-          if (out) channel.post(ACCESS.PIO_WRITE, port, data);
-          else channel.request(ACCESS.PIO_READ, port, data);
+        const offset = run.getUint32(RUN.ioDataOffset, true);
+        if (run.getUint8(RUN.ioDirection) === KVM_EXIT_IO.OUT) {
+          for (let i = 0; i < count; i++) {
+            channel.post(ACCESS.PIO_WRITE, port, 0, bytes, offset + i * size, size);
+          }
+          counters[COUNTER.PIO_WRITE]++;
+        } else {
+          for (let i = 0; i < count; i++) {
+            channel.request(ACCESS.PIO_READ, port, 0, bytes, offset + i * size, size);
+          }
+          counters[COUNTER.PIO_READ]++;
         }
-        counters[out ? COUNTER.PIO_WRITE : COUNTER.PIO_READ]++;
         break;
       }
       case KVM_EXIT.MMIO: {
-        const address = run.getBigUint64(RUN.mmioAddress, true);
+        const lo = run.getUint32(RUN.mmioAddress, true);
+        const hi = run.getUint32(RUN.mmioAddress + 4, true);
         const len = Math.min(run.getUint32(RUN.mmioLen, true), 8);
-        const data = bytes.subarray(RUN.mmioData, RUN.mmioData + len);
         if (run.getUint8(RUN.mmioIsWrite)) {
-          channel.post(ACCESS.MMIO_WRITE, address, data);
+          channel.post(ACCESS.MMIO_WRITE, lo, hi, bytes, RUN.mmioData, len);
           counters[COUNTER.MMIO_WRITE]++;
         } else {
-          channel.request(ACCESS.MMIO_READ, address, data);
+          channel.request(ACCESS.MMIO_READ, lo, hi, bytes, RUN.mmioData, len);
           counters[COUNTER.MMIO_READ]++;
         }
         break;

@@ -33,7 +33,9 @@ function checks(): [string, string][] {
     out.push([`sizeof(${cType})`, String(layout.size)]);
     walk(layout, cType, "", 0);
   }
-  for (const [name, nr] of Object.entries(KVM)) out.push([`(unsigned long long)KVM_${name}`, nr.toString()]);
+  for (const [name, nr] of Object.entries(KVM)) {
+    out.push([`(unsigned long long)KVM_${name}`, nr.toString()]);
+  }
   for (const [name, v] of Object.entries(KVM_CAP)) out.push([`KVM_CAP_${name}`, String(v)]);
   for (const [name, v] of Object.entries(KVM_EXIT)) out.push([`KVM_EXIT_${name}`, String(v)]);
   return out;
@@ -53,7 +55,10 @@ Deno.test("KVM struct layouts, ioctl numbers and constants match <linux/kvm.h>",
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/abi.c`, program);
-    const cc = await new Deno.Command("gcc", { args: ["-o", `${dir}/abi`, `${dir}/abi.c`], stderr: "piped" })
+    const cc = await new Deno.Command("gcc", {
+      args: ["-o", `${dir}/abi`, `${dir}/abi.c`],
+      stderr: "piped",
+    })
       .output();
     if (!cc.success) throw new Error(`gcc failed:\n${new TextDecoder().decode(cc.stderr)}`);
     const run = await new Deno.Command(`${dir}/abi`).output();

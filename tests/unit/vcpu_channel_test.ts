@@ -3,6 +3,11 @@ import { Bus } from "../../devices/bus.ts";
 import { IoDispatcher } from "../../kvm/io_dispatcher.ts";
 import { ACCESS, RING_ENTRIES, VcpuChannel } from "../../kvm/vcpu_channel.ts";
 
+/** Post `data` at a (small) address, as a worker would. */
+function post(ch: VcpuChannel, kind: number, address: bigint, data: Uint8Array): void {
+  ch.post(kind, Number(address & 0xffffffffn), Number(address >> 32n), data, 0, data.length);
+}
+
 function recordingBus(kind: string, base: bigint, log: string[]): Bus {
   const bus = new Bus(kind);
   bus.register(base, 16n, {
@@ -20,9 +25,9 @@ Deno.test("posted writes reach the bus in order, then a pending read is answered
   const d = new IoDispatcher(recordingBus("pio", 0x3f8n, log), recordingBus("mmio", 0xd0000n, log));
   const ch = VcpuChannel.create(d.doorbell);
   d.add(ch);
-  ch.post(ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(72));
-  ch.post(ACCESS.MMIO_WRITE, 0xd0004n, Uint8Array.of(1, 2, 3, 4));
-  ch.post(ACCESS.PIO_WRITE, 0x3f9n, Uint8Array.of(105));
+  post(ch, ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(72));
+  post(ch, ACCESS.MMIO_WRITE, 0xd0004n, Uint8Array.of(1, 2, 3, 4));
+  post(ch, ACCESS.PIO_WRITE, 0x3f9n, Uint8Array.of(105));
   strictEqual(d.drain(), 3);
   deepStrictEqual(log, ["pio write 0/1=72", "mmio write 4/4=1,2,3,4", "pio write 1/1=105"]);
   strictEqual(d.stats.accesses, 3);
@@ -37,7 +42,7 @@ Deno.test("the ring wraps around many times without losing or reordering writes"
   const ch = VcpuChannel.create(d.doorbell);
   d.add(ch);
   for (let i = 0; i < RING_ENTRIES * 5; i++) {
-    ch.post(ACCESS.PIO_WRITE, 0x80n, Uint8Array.of(i & 0xff));
+    post(ch, ACCESS.PIO_WRITE, 0x80n, Uint8Array.of(i & 0xff));
     if (i % 700 === 0) d.drain();
   }
   d.drain();
@@ -61,8 +66,8 @@ Deno.test("a device that throws answers all-ones, its error is logged once, and 
   const data = new Uint8Array(4);
   const ch = VcpuChannel.create(d.doorbell);
   d.add(ch);
-  ch.post(ACCESS.PIO_WRITE, 0x10n, data);
-  ch.post(ACCESS.PIO_WRITE, 0x11n, data);
+  post(ch, ACCESS.PIO_WRITE, 0x10n, data);
+  post(ch, ACCESS.PIO_WRITE, 0x11n, data);
   d.drain();
   strictEqual(d.stats.deviceErrors, 2);
   deepStrictEqual(lines, ["[1234:5678] BAR 0: pio write at 0x10 failed: boom"]);
@@ -72,7 +77,7 @@ Deno.test("an access to nothing reads all-ones and is counted as unclaimed", () 
   const d = new IoDispatcher(new Bus("pio"), new Bus("mmio"));
   const ch = VcpuChannel.create(d.doorbell);
   d.add(ch);
-  ch.post(ACCESS.MMIO_WRITE, 0x1234n, Uint8Array.of(1));
+  post(ch, ACCESS.MMIO_WRITE, 0x1234n, Uint8Array.of(1));
   d.drain();
   strictEqual(d.stats.unclaimed, 1);
 });

@@ -1,0 +1,13 @@
+/**
+ * The benchmarks that need /dev/kvm, run in one process (inside the lab, or
+ * natively). Usage: `in_lab.ts <artifacts dir>`; the directory holds what
+ * bench/main.ts built on the host. Prints `RESULT: ...` lines.
+ *
+ * @module
+ */
+
+import { benchPioExits } from "./pio_exits.ts";
+
+const dir = Deno.args[0];
+const rounds = Number(Deno.env.get("DVMM_BENCH_ROUNDS") ?? 5);
+console.log(`RESULT: ${await benchPioExits(`${dir}/pio_loop.bin`, `${dir}/c_reference`, rounds)}`);
