@@ -2,12 +2,12 @@
  * Boots dvmm's default guest initramfs with the Debian kernel under QEMU TCG
  * on the host (no KVM needed, ~5-10 s). Not a unit test: it needs
  * qemu-system-x86 and downloads the kernel on first use.
- * Run with `deno test -A tests/guest_initramfs_boot_test.ts`.
+ * Run with `deno test -A tests/lab/guest_initramfs_boot_test.ts`.
  */
 import assert from "node:assert/strict";
-import { ensureKernel } from "../guest/debian_kernel.ts";
-import { ensureGuestInitramfs, GUEST_INIT_MARKER } from "../guest/initramfs.ts";
-import { ensureVmlinux } from "../guest/vmlinux.ts";
+import { ensureKernel } from "../../guest/debian_kernel.ts";
+import { ensureGuestInitramfs, GUEST_INIT_MARKER } from "../../guest/initramfs.ts";
+import { ensureVmlinux } from "../../guest/vmlinux.ts";
 
 Deno.test("default guest initramfs reaches init, loads the virtio modules and runs the snippet", async () => {
   const kernel = await ensureKernel();

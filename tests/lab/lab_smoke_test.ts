@@ -1,11 +1,11 @@
 /**
  * Boots the nested-KVM lab (QEMU TCG, ~5-10 s per boot) and checks what the
- * KVM tests rely on. Not a unit test: run with `deno test -A tests/lab_smoke_test.ts`.
+ * KVM tests rely on. Not a unit test: run with `deno test -A tests/lab/lab_smoke_test.ts`.
  */
 import assert from "node:assert/strict";
-import { labDenoCommand, LabTimeoutError, runInLab } from "../lab/lab.ts";
+import { labDenoCommand, LabTimeoutError, runInLab } from "../../lab/lab.ts";
 
-const repo = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const repo = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
 Deno.test("lab has a working /dev/kvm with nested paging and reports status and output exactly", async () => {
   const r = await runInLab(
