@@ -13,6 +13,7 @@ import type { AnyPciDeviceDefinition, BarKind } from "./pci_device.ts";
 /** Thrown when a plugin's manifest or options are invalid, or the plugin fails to load. */
 export class PluginError extends Error {
   /**
+   * An error about one plugin.
    * @param source the plugin as the user named it (`./dev.ts`, a URL, or a built-in name)
    * @param detail what is wrong (`bars[1].size: must be a power of two`)
    */
@@ -127,7 +128,7 @@ const zodSchemaSchema = z.custom<z.ZodType>(
 );
 
 /** The zod schema of a manifest (functions and schemas are checked by type only). */
-export const pciDeviceManifestSchema = z.object({
+export const pciDeviceManifestSchema: z.ZodType = z.object({
   name: z.string().min(1, "must be a non-empty string").regex(
     /^[A-Za-z0-9_.-]+$/,
     "must use only letters, digits, '_', '.' and '-'",

@@ -39,6 +39,7 @@ export class PciBar {
   readonly #addressMask: bigint;
 
   /**
+   * A BAR with its register at address 0 and not active.
    * @param index first slot (0..5)
    * @param kind io, mem32 or mem64
    * @param size power-of-two size in bytes

@@ -9,7 +9,7 @@ import { hex } from "../devices/bus.ts";
 
 /** Thrown when a window has no room left for a BAR. */
 export class PciAllocationError extends Error {
-  /** @param message names the window, the BAR and the sizes */
+  /** A window is full. @param message names the window, the BAR and the sizes */
   constructor(message: string) {
     super(message);
     this.name = "PciAllocationError";
@@ -22,6 +22,7 @@ export class WindowAllocator {
   readonly #end: bigint;
 
   /**
+   * An allocator with the whole window free.
    * @param name window name for messages (`PCI_MMIO32`)
    * @param base first address
    * @param size window length in bytes

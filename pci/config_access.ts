@@ -79,7 +79,7 @@ export class ConfigMechanism1 {
     },
   };
 
-  /** @param target the PCI core */
+  /** Mechanism #1 in front of `target`. @param target the PCI core */
   constructor(readonly target: ConfigTarget) {}
 
   #decode(offset: number, length: number) {
@@ -96,7 +96,7 @@ export class ConfigMechanism1 {
 
 /** The ECAM window as a bus device: map it at `PCI_ECAM.base` with `PCI_ECAM.size` on the memory bus. */
 export class EcamWindow implements BusDevice {
-  /** @param target the PCI core */
+  /** An ECAM window in front of `target`. @param target the PCI core */
   constructor(readonly target: ConfigTarget) {}
 
   /** Read config space at the window offset (bus, device, function and register decoded from it). */

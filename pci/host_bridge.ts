@@ -6,7 +6,7 @@
  * @module
  */
 
-import { definePciDevice } from "../devices/pci_device.ts";
+import { definePciDevice, type PciDeviceDefinition } from "../devices/pci_device.ts";
 
 /** Host bridge vendor ID (Intel). */
 export const HOST_BRIDGE_VENDOR_ID = 0x8086;
@@ -16,7 +16,7 @@ export const HOST_BRIDGE_DEVICE_ID = 0x29c0;
 export const HOST_BRIDGE_CLASS = 0x06_00_00;
 
 /** The host bridge definition (no BARs, no options, no behaviour). */
-export const hostBridge = definePciDevice({
+export const hostBridge: PciDeviceDefinition<Record<string, never>> = definePciDevice({
   name: "host-bridge",
   description: "PCI host bridge (Q35 MCH identity)",
   vendorId: HOST_BRIDGE_VENDOR_ID,

@@ -15,7 +15,7 @@ export class IntxRouter {
   readonly #lines = new Map<number, IrqLine>();
   readonly #asserted = new Map<number, Set<object>>();
 
-  /** @param lineFor the machine's line for a GSI (KVM_IRQ_LINE, or a recorder in tests) */
+  /** A router with every line low. @param lineFor the machine's line for a GSI (KVM_IRQ_LINE, or a recorder in tests) */
   constructor(readonly lineFor: (gsi: number) => IrqLine) {}
 
   /** Set the level that `source` drives on `gsi`; the line changes only when the OR changes. */
