@@ -92,6 +92,7 @@ export const KVM_CAP = {
   SIGNAL_MSI: 77,
   IMMEDIATE_EXIT: 136,
   MAX_VCPUS: 66,
+  TSC_DEADLINE_TIMER: 72,
 } as const;
 
 /** `KVM_EXIT_*` reasons. */

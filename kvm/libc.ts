@@ -92,7 +92,7 @@ export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
 /** poll events. */
 export const POLLIN = 1;
 /** Signals. */
-export const SIGUSR1 = 10;
+export const SIGUSR2 = 12;
 
 const encoder = new TextEncoder();
 

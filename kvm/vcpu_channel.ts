@@ -196,6 +196,9 @@ export class VcpuChannel {
    */
   drain(handle: AccessHandler): number {
     const w = this.#words;
+    // Look at the read request first: the worker posted every write before it
+    // published the request, so the head read below covers them all.
+    const syncPending = Atomics.load(w, W.SYNC) === SYNC_REQUEST;
     let tail = w[W.TAIL];
     const head = Atomics.load(w, W.HEAD);
     let n = 0;
@@ -212,7 +215,7 @@ export class VcpuChannel {
       Atomics.store(w, W.TAIL, tail);
       Atomics.notify(w, W.TAIL);
     }
-    if (Atomics.load(w, W.SYNC) === SYNC_REQUEST) {
+    if (syncPending) {
       const kind = w[W.SYNC_KIND], size = w[W.SYNC_SIZE];
       const address = (BigInt(w[W.SYNC_ADDR_HI] >>> 0) << 32n) | BigInt(w[W.SYNC_ADDR_LO] >>> 0);
       const data = this.#bytes.subarray(SYNC_DATA, SYNC_DATA + size);

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { libc, SIGUSR1 } from "./libc.ts";
+import { libc, SIGUSR2 } from "./libc.ts";
 import { offsetOf } from "./layout.ts";
 import { kvmRun } from "./kvm_structs.ts";
 import { CONTROL, VCPU_STATE, VcpuChannel } from "./vcpu_channel.ts";
@@ -18,13 +18,13 @@ const IMMEDIATE_EXIT = offsetOf(kvmRun, "immediate_exit");
 let kickListeners = 0;
 const noop = () => {};
 
-/** Install (once per process) the SIGUSR1 handler that makes kicks interrupt KVM_RUN harmlessly. */
+/** Install (once per process) the SIGUSR2 handler that makes kicks interrupt KVM_RUN harmlessly. */
 function holdKickHandler(): void {
-  if (kickListeners++ === 0) Deno.addSignalListener("SIGUSR1", noop);
+  if (kickListeners++ === 0) Deno.addSignalListener("SIGUSR2", noop);
 }
 
 function releaseKickHandler(): void {
-  if (--kickListeners === 0) Deno.removeSignalListener("SIGUSR1", noop);
+  if (--kickListeners === 0) Deno.removeSignalListener("SIGUSR2", noop);
 }
 
 /** A running vCPU worker. */
@@ -85,7 +85,7 @@ export class VcpuThread {
   kick(): void {
     if (this.#done || !this.#run) return;
     this.#run[IMMEDIATE_EXIT] = 1;
-    libc().pthread_kill(this.#thread, SIGUSR1);
+    libc().pthread_kill(this.#thread, SIGUSR2);
   }
 
   /** Stop running guest code until {@linkcode resume}; resolves once the vCPU is held. */

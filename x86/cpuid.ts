@@ -46,6 +46,20 @@ export const TOPOLOGY_LEVEL = { INVALID: 0, SMT: 1, CORE: 2 } as const;
 /** "KVMKVMKVM\0\0\0" as EBX, ECX, EDX of leaf 0x40000000. */
 export const KVM_SIGNATURE = { ebx: 0x4b4d_564b, ecx: 0x564b_4d56, edx: 0x0000_004d } as const;
 
+/** Features KVM emulates but does not list in KVM_GET_SUPPORTED_CPUID. */
+export interface VcpuCpuidOptions {
+  /**
+   * Advertise the TSC-deadline LAPIC timer (leaf 1 ECX bit 24), which the
+   * in-kernel LAPIC emulates when KVM_CAP_TSC_DEADLINE_TIMER says so. Linux
+   * then needs no APIC timer calibration, which is unreliable under nested
+   * virtualization.
+   */
+  tscDeadline?: boolean;
+}
+
+/** Leaf 1 ECX: TSC-deadline timer. */
+export const ECX_TSC_DEADLINE = 1 << 24;
+
 /**
  * The CPUID table for vCPU `vcpu` (0-based; its APIC id) of `cpus`.
  *
@@ -56,6 +70,7 @@ export function vcpuCpuid(
   supported: readonly CpuidEntry[],
   vcpu: number,
   cpus: number,
+  opts: VcpuCpuidOptions = {},
 ): CpuidEntry[] {
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 255) {
     throw new RangeError(`CPUID: ${cpus} vCPUs, must be 1..255`);
@@ -76,7 +91,7 @@ export function vcpuCpuid(
     switch (e.function) {
       case LEAF.FEATURES:
         e.ebx = ((e.ebx & 0xffff) | (addressable << 16) | (apicId << 24)) >>> 0;
-        e.ecx = (e.ecx | ECX_HYPERVISOR) >>> 0;
+        e.ecx = (e.ecx | ECX_HYPERVISOR | (opts.tscDeadline ? ECX_TSC_DEADLINE : 0)) >>> 0;
         e.edx = (cpus > 1 ? e.edx | EDX_HTT : e.edx & ~EDX_HTT) >>> 0;
         break;
       case LEAF.CACHE_PARAMS: {

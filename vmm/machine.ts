@@ -1,0 +1,341 @@
+/**
+ * A dvmm x86 machine: KVM VM with in-kernel irqchip and PIT, guest RAM, the
+ * legacy platform devices (COM1, i8042, CMOS RTC, ACPI PM), the PCI core with
+ * its plugins, a Linux kernel loaded per the boot protocol, and one worker
+ * thread per vCPU. It ends when the guest powers off, reboots, panics or
+ * triple-faults, or when the VMM stops it.
+ *
+ * @example
+ * ```ts
+ * const m = await Machine.create({ kernel, initrd, cmdline: "", memory: 256 << 20, cpus: 1,
+ *   serialOutput: (b) => Deno.stdout.writeSync(b) });
+ * m.start();
+ * console.log((await m.exited).message);
+ * ```
+ *
+ * @module
+ */
+
+import { Bus } from "../devices/bus.ts";
+import type { IrqLine } from "../devices/irq.ts";
+import { type Logger, nullLogger } from "../devices/logger.ts";
+import type { AnyPciDeviceDefinition } from "../devices/pci_device.ts";
+import { ACPI_PM_PORT_SPAN, AcpiPm } from "../devices/acpi_pm.ts";
+import { CmosRtc, RTC_PORT_COUNT } from "../devices/cmos_rtc.ts";
+import { I8042 } from "../devices/i8042.ts";
+import { Serial8250, UART_REGISTER_COUNT } from "../devices/serial_8250.ts";
+import { IoDispatcher } from "../kvm/io_dispatcher.ts";
+import { Kvm } from "../kvm/kvm.ts";
+import { KVM_CAP } from "../kvm/ioctls.ts";
+import type { GuestMemory } from "../kvm/guest_memory.ts";
+import type { Vm } from "../kvm/vm.ts";
+import { VcpuThread } from "../kvm/vcpu_thread.ts";
+import { formatVcpuExit, type VcpuExit } from "../kvm/vcpu_exit.ts";
+import { COUNTER_NAMES } from "../kvm/vcpu_channel.ts";
+import type { VcpuSetup } from "../kvm/types.ts";
+import { PciRoot } from "../pci/pci_root.ts";
+import { bootFpu } from "../x86/fpu.ts";
+import { bootMsrs } from "../x86/msrs.ts";
+import { vcpuCpuid } from "../x86/cpuid.ts";
+import { loadLinux } from "../x86/loader.ts";
+import { IRQS, PORTS, ramRegions } from "../x86/layout.ts";
+
+/** A PCI device plugin to plug, with its options. */
+export interface MachineDevice {
+  /** The plugin definition (validated by the core when plugged). */
+  definition: AnyPciDeviceDefinition;
+  /** Its raw options (`key=value` pairs), validated by the core. */
+  options?: Record<string, unknown>;
+  /** Where it came from, for messages. */
+  source?: string;
+}
+
+/** Everything needed to build a machine. */
+export interface MachineConfig {
+  /** bzImage bytes. */
+  kernel: Uint8Array;
+  /** initramfs bytes. */
+  initrd?: Uint8Array;
+  /** Extra kernel command line, appended to {@linkcode DEFAULT_CMDLINE}. */
+  cmdline: string;
+  /** Guest RAM in bytes. */
+  memory: number;
+  /** vCPUs. */
+  cpus: number;
+  /** PCI device plugins. */
+  devices?: MachineDevice[];
+  /** Receives the guest's serial (COM1) output. */
+  serialOutput: (bytes: Uint8Array) => void;
+  /** VMM log. */
+  log?: Logger;
+}
+
+/** Why a machine ended. */
+export type MachineExitReason =
+  | "poweroff"
+  | "reboot"
+  | "panic"
+  | "triple-fault"
+  | "error"
+  | "stopped";
+
+/** Process exit status for each reason (documented in the README). */
+export const EXIT_STATUS: Readonly<Record<MachineExitReason, number>> = {
+  poweroff: 0,
+  stopped: 0,
+  error: 1,
+  reboot: 3,
+  panic: 4,
+  "triple-fault": 5,
+};
+
+/** How a machine ended. */
+export interface MachineExit {
+  /** Why. */
+  reason: MachineExitReason;
+  /** The process exit status for it. */
+  status: number;
+  /** One line for the user. */
+  message: string;
+  /** The vCPU report behind it (with a register dump), if a vCPU ended it. */
+  vcpu?: VcpuExit;
+}
+
+/** Run state. */
+export type MachineState = "created" | "running" | "paused" | "stopped";
+
+/** Exit counts of one vCPU, by kind. */
+export type VcpuStats = Record<(typeof COUNTER_NAMES)[number], number>;
+
+/** Kernel arguments dvmm always passes (before the user's). */
+export const DEFAULT_CMDLINE = "console=ttyS0 panic=-1";
+
+const PANIC_TEXT = "Kernel panic - not syncing";
+
+type Ending = { reason: MachineExitReason; message: string; vcpu?: VcpuExit };
+
+/** A booted (or bootable) x86 machine. */
+export class Machine {
+  /** Port I/O bus. */
+  readonly pio: Bus = new Bus("pio");
+  /** MMIO bus. */
+  readonly mmio: Bus = new Bus("mmio");
+  /** Resolves once, when the machine has ended. */
+  readonly exited: Promise<MachineExit>;
+  /** The PCI core. */
+  readonly pci: PciRoot;
+  /** The COM1 UART. */
+  readonly serial: Serial8250;
+  /** Guest RAM. */
+  readonly memory: GuestMemory;
+  #state: MachineState = "created";
+  #vcpus: VcpuThread[] = [];
+  #dispatcher: IoDispatcher;
+  #resolveExit!: (e: MachineExit) => void;
+  #ending = false;
+  #tail = "";
+  #panicSeen = false;
+  #setups: VcpuSetup[];
+
+  private constructor(
+    readonly config: MachineConfig,
+    readonly kvm: Kvm,
+    readonly vm: Vm,
+    readonly log: Logger,
+  ) {
+    this.exited = new Promise((r) => this.#resolveExit = r);
+    this.memory = vm.allocateMemory(ramRegions(config.memory));
+    const line = (gsi: number): IrqLine => ({ set: (level) => vm.irqLine(gsi, level) });
+
+    this.serial = new Serial8250({ irq: line(IRQS.COM1), onOutput: (b) => this.#serialOut(b) });
+    this.pio.register(BigInt(PORTS.COM1), BigInt(UART_REGISTER_COUNT), this.serial, "serial COM1");
+    const i8042 = new I8042({ onReset: () => this.#end(this.#resetReason()) });
+    this.pio.register(BigInt(PORTS.I8042_DATA), 1n, i8042.dataPort, "i8042 data");
+    this.pio.register(BigInt(PORTS.I8042_CMD), 1n, i8042.commandPort, "i8042 command");
+    const rtc = new CmosRtc({ memoryBytes: config.memory, cpus: config.cpus });
+    this.pio.register(BigInt(PORTS.RTC), BigInt(RTC_PORT_COUNT), rtc, "cmos rtc");
+    const pm = new AcpiPm({
+      onPowerOff: () => this.#end({ reason: "poweroff", message: "guest powered off" }),
+    });
+    this.pio.register(BigInt(PORTS.ACPI_PM1A_EVT), BigInt(ACPI_PM_PORT_SPAN), pm, "acpi pm");
+    // Port 0x80 (POST codes, I/O delay) is written often by Linux: swallow it quietly.
+    this.pio.register(0x80n, 1n, { read: (_o, d) => d.fill(0xff), write: () => {} }, "port 0x80");
+
+    this.pci = new PciRoot({
+      pio: this.pio,
+      mmio: this.mmio,
+      memory: this.memory,
+      log,
+      irqLine: line,
+    });
+    for (const d of config.devices ?? []) {
+      this.pci.addDevice(d.definition, { options: d.options, source: d.source });
+    }
+
+    const boot = loadLinux(this.memory, {
+      kernel: config.kernel,
+      initrd: config.initrd,
+      cmdline: [DEFAULT_CMDLINE, config.cmdline].filter((s) => s.trim()).join(" "),
+      memorySize: config.memory,
+      cpus: config.cpus,
+      pciInterrupts: this.pci.summary()
+        .filter((d) => d.gsi !== undefined && d.slot > 0)
+        .map((d) => ({ device: d.slot, pin: 0, gsi: d.gsi! })),
+    });
+    const supported = kvm.supportedCpuid();
+    const tscDeadline = kvm.checkExtension(KVM_CAP.TSC_DEADLINE_TIMER) > 0;
+    const msrs = bootMsrs(), fpu = bootFpu();
+    this.#setups = Array.from({ length: config.cpus }, (_, i) => ({
+      cpuid: vcpuCpuid(supported, i, config.cpus, { tscDeadline }),
+      msrs,
+      fpu,
+      ...(i === 0 ? { regs: boot.entry.regs, sregs: boot.entry.sregs } : {}),
+    }));
+    this.#dispatcher = new IoDispatcher(this.pio, this.mmio, (l) => log.warn(l));
+  }
+
+  /** Build a machine: open KVM, create the VM, devices and guest memory, load the kernel. */
+  static create(config: MachineConfig): Promise<Machine> {
+    const log = config.log ?? nullLogger;
+    const kvm = Kvm.open();
+    let vm: Vm | undefined;
+    try {
+      kvm.requireExtensions([
+        KVM_CAP.IRQCHIP,
+        KVM_CAP.USER_MEMORY,
+        KVM_CAP.PIT2,
+        KVM_CAP.EXT_CPUID,
+        KVM_CAP.IRQ_ROUTING,
+        KVM_CAP.IMMEDIATE_EXIT,
+      ]);
+      const maxVcpus = kvm.checkExtension(KVM_CAP.MAX_VCPUS) ||
+        kvm.checkExtension(KVM_CAP.NR_VCPUS);
+      if (config.cpus > maxVcpus) {
+        throw new Error(`${config.cpus} vCPUs asked for; KVM here supports at most ${maxVcpus}`);
+      }
+      vm = kvm.createVm();
+      vm.setTssAddress(0xfffb_d000);
+      vm.setIdentityMapAddress(0xfffb_c000);
+      vm.createIrqchip();
+      vm.createPit2();
+      return Promise.resolve(new Machine(config, kvm, vm, log));
+    } catch (e) {
+      vm?.close();
+      kvm.close();
+      throw e;
+    }
+  }
+
+  /** Current run state. */
+  get state(): MachineState {
+    return this.#state;
+  }
+
+  /** Start every vCPU. */
+  start(): void {
+    if (this.#state !== "created") throw new Error(`machine already ${this.#state}`);
+    this.#state = "running";
+    this.#dispatcher.start();
+    for (let i = 0; i < this.config.cpus; i++) {
+      const t = new VcpuThread(
+        this.vm.fd,
+        i,
+        this.vm.vcpuMmapSize,
+        this.#setups[i],
+        this.#dispatcher.doorbell,
+      );
+      this.#dispatcher.add(t.channel);
+      this.#vcpus.push(t);
+      t.exited.then((exit) => this.#vcpuEnded(exit));
+    }
+  }
+
+  /** Queue host input for the guest's serial port; returns how many bytes were taken. */
+  sendInput(bytes: Uint8Array): number {
+    return this.serial.enqueueInput(bytes);
+  }
+
+  /** Hold every vCPU outside guest mode. */
+  async pause(): Promise<void> {
+    if (this.#state !== "running") return;
+    await Promise.all(this.#vcpus.map((v) => v.pause()));
+    this.#state = "paused";
+  }
+
+  /** Let paused vCPUs run again. */
+  resume(): void {
+    if (this.#state !== "paused") return;
+    for (const v of this.#vcpus) v.resume();
+    this.#state = "running";
+  }
+
+  /** End the machine from the VMM side. */
+  stop(message = "stopped by the VMM"): Promise<MachineExit> {
+    this.#end({ reason: "stopped", message });
+    return this.exited;
+  }
+
+  /** Exit counts per vCPU. */
+  vcpuStats(): VcpuStats[] {
+    return this.#vcpus.map((v) =>
+      Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, v.channel.counters[i]])) as VcpuStats
+    );
+  }
+
+  /** Dispatcher totals. */
+  ioStats(): { accesses: number; unclaimed: number; deviceErrors: number } {
+    return { ...this.#dispatcher.stats };
+  }
+
+  #serialOut(bytes: Uint8Array): void {
+    this.config.serialOutput(bytes);
+    // Remember whether the guest said it panicked: with panic=-1 it then resets.
+    this.#tail = (this.#tail + String.fromCharCode(...bytes)).slice(-64);
+    if (!this.#panicSeen && this.#tail.includes(PANIC_TEXT)) this.#panicSeen = true;
+  }
+
+  #resetReason(): Ending {
+    return this.#panicSeen
+      ? { reason: "panic", message: "guest kernel panicked" }
+      : { reason: "reboot", message: "guest rebooted" };
+  }
+
+  #vcpuEnded(exit: VcpuExit): void {
+    if (this.#ending) return;
+    switch (exit.kind) {
+      case "system-shutdown":
+        return this.#end({ reason: "poweroff", message: "guest powered off" });
+      case "system-reset":
+        return this.#end(this.#resetReason());
+      case "system-crash":
+        return this.#end({ reason: "panic", message: "guest reported a crash", vcpu: exit });
+      case "shutdown":
+        return this.#end(
+          this.#panicSeen
+            ? this.#resetReason()
+            : { reason: "triple-fault", message: `vcpu${exit.index}: triple fault`, vcpu: exit },
+        );
+      case "stopped":
+        return;
+      default:
+        this.log.error(formatVcpuExit(exit));
+        return this.#end({
+          reason: "error",
+          message: `vcpu${exit.index}: ${exit.kind} ${exit.detail}`.trim(),
+          vcpu: exit,
+        });
+    }
+  }
+
+  /** End once: stop the vCPUs and the dispatcher (outside any device callback), then resolve. */
+  #end(e: Ending): void {
+    if (this.#ending) return;
+    this.#ending = true;
+    setTimeout(async () => {
+      await Promise.all(this.#vcpus.map((v) => v.stop()));
+      await this.#dispatcher.stop();
+      this.#state = "stopped";
+      this.#resolveExit({ ...e, status: EXIT_STATUS[e.reason] });
+    }, 0);
+  }
+}
