@@ -21,6 +21,16 @@ export class KvmUnavailableError extends Error {
   }
 }
 
+/** True where `/dev/kvm` exists and this process may open it. */
+export function hasKvm(path = "/dev/kvm"): boolean {
+  try {
+    Deno.openSync(path, { read: true, write: true }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Capability name for messages. */
 function capName(cap: number): string {
   return Object.entries(KVM_CAP).find(([, v]) => v === cap)?.[0] ?? String(cap);

@@ -1,0 +1,121 @@
+/**
+ * A scriptable view of a guest's console: everything the guest printed, a
+ * `waitFor` that resolves when a string or pattern shows up, and `run`, which
+ * types a shell command and returns what it printed and its exit status.
+ *
+ * @module
+ */
+
+/** Thrown when `waitFor` or `run` times out; carries the tail of the output. */
+export class ConsoleTimeoutError extends Error {
+  /**
+   * @param what what was awaited
+   * @param timeoutMs how long
+   * @param tail the last output seen
+   */
+  constructor(what: string, timeoutMs: number, readonly tail: string) {
+    super(`console: ${what} not seen within ${timeoutMs} ms; last output:\n${tail}`);
+    this.name = "ConsoleTimeoutError";
+  }
+}
+
+/** The result of {@linkcode GuestConsole.run}. */
+export interface RunResult {
+  /** What the command printed (CRLF normalized to LF). */
+  output: string;
+  /** Its exit status. */
+  status: number;
+}
+
+interface Waiter {
+  pattern: string | RegExp;
+  resolve: (text: string) => void;
+}
+
+const decoder = new TextDecoder();
+
+/** A guest console fed with the guest's output bytes. */
+export class GuestConsole {
+  #text = "";
+  #cursor = 0;
+  #waiters: Waiter[] = [];
+  #commands = 0;
+
+  /** @param send delivers bytes to the guest (returns how many it took) */
+  constructor(readonly send: (bytes: Uint8Array) => number) {}
+
+  /** Everything the guest printed so far. */
+  get output(): string {
+    return this.#text;
+  }
+
+  /** Feed output bytes from the guest. */
+  feed(bytes: Uint8Array): void {
+    this.#text += decoder.decode(bytes, { stream: true });
+    this.#check();
+  }
+
+  /**
+   * Resolve with the output from the current position up to and including the
+   * first match of `pattern`, and move past it.
+   */
+  waitFor(pattern: string | RegExp, timeoutMs = 60_000): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        reject(new ConsoleTimeoutError(String(pattern), timeoutMs, this.#text.slice(-2000)));
+      }, timeoutMs);
+      const waiter: Waiter = {
+        pattern,
+        resolve: (text) => {
+          clearTimeout(timer);
+          resolve(text);
+        },
+      };
+      this.#waiters.push(waiter);
+      this.#check();
+    });
+  }
+
+  /** Type `text` into the guest (bytes the guest cannot take yet are retried). */
+  async write(text: string): Promise<void> {
+    let data = new TextEncoder().encode(text);
+    while (data.length) {
+      const n = this.send(data);
+      data = data.subarray(n);
+      if (data.length) await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** Run a shell command in the guest's console shell; returns its output and status. */
+  async run(command: string, timeoutMs = 60_000): Promise<RunResult> {
+    const n = ++this.#commands;
+    // The echoed command line shows "dvmm- b<n>" (with a space); only the output has "dvmm-b<n>".
+    const line = `printf '%s%s\\n' dvmm- b${n}; ${command}; printf '%s%s:%s\\n' dvmm- e${n} "$?"\n`;
+    const done = this.waitFor(new RegExp(`dvmm-e${n}:(\\d+)`), timeoutMs);
+    await this.write(line);
+    const text = (await done).replaceAll("\r\n", "\n");
+    const begin = text.lastIndexOf(`dvmm-b${n}\n`);
+    const end = text.lastIndexOf(`dvmm-e${n}:`);
+    const status = Number(/dvmm-e\d+:(\d+)/.exec(text.slice(end))![1]);
+    return { output: text.slice(begin + `dvmm-b${n}\n`.length, end), status };
+  }
+
+  #check(): void {
+    for (const w of [...this.#waiters]) {
+      const rest = this.#text.slice(this.#cursor);
+      let end = -1;
+      if (typeof w.pattern === "string") {
+        const i = rest.indexOf(w.pattern);
+        if (i >= 0) end = i + w.pattern.length;
+      } else {
+        const m = new RegExp(w.pattern.source, w.pattern.flags.replace("g", "")).exec(rest);
+        if (m) end = m.index + m[0].length;
+      }
+      if (end < 0) continue;
+      this.#cursor += end;
+      this.#waiters = this.#waiters.filter((x) => x !== w);
+      w.resolve(rest.slice(0, end));
+    }
+  }
+}
