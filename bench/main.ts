@@ -8,7 +8,7 @@
 
 import { ensureHostPackages } from "../lab/host_packages.ts";
 import { labDenoCommand, runInLab } from "../lab/lab.ts";
-import { hasKvm } from "../tests/runner/suites.ts";
+import { hasKvm } from "../kvm/kvm.ts";
 
 const here = new URL(".", import.meta.url).pathname;
 const root = new URL("..", import.meta.url).pathname;

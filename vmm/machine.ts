@@ -335,6 +335,9 @@ export class Machine {
       await Promise.all(this.#vcpus.map((v) => v.stop()));
       await this.#dispatcher.stop();
       this.#state = "stopped";
+      // Every vCPU is gone and nothing dispatches any more: give the memory back.
+      this.vm.close();
+      this.kvm.close();
       this.#resolveExit({ ...e, status: EXIT_STATUS[e.reason] });
     }, 0);
   }

@@ -8,6 +8,10 @@
 
 import { labDenoCommand, runInLab } from "../../lab/lab.ts";
 import { countJunit, type TestCounts } from "./junit.ts";
+import { defaultGuestPaths } from "../../vmm/demo.ts";
+import { dvmmCacheDir } from "../../guest/cache_dir.ts";
+import { hasKvm } from "../../kvm/kvm.ts";
+import { writeAllStdout } from "../../vmm/host_console.ts";
 
 /** A suite's outcome. */
 export interface SuiteResult {
@@ -22,16 +26,6 @@ export interface SuiteResult {
 }
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
-
-/** True where this machine has a usable /dev/kvm. */
-export function hasKvm(): boolean {
-  try {
-    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function readReport(path: string): Promise<TestCounts | undefined> {
   try {
@@ -73,11 +67,14 @@ export async function runHostSuite(
 
 /** Run the KVM tests: natively with /dev/kvm, otherwise in one lab boot. */
 export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
+  // The default guest (kernel, initramfs) is fetched and built here, on the host:
+  // inside the lab the cache is read-only and there is no network.
+  await defaultGuestPaths();
   if (hasKvm()) return runHostSuite("kvm", paths, ["--no-check"]);
   const t0 = performance.now();
   const dir = await Deno.makeTempDir({ prefix: "dvmm-lab-report-" });
   const report = `${dir}/kvm.xml`;
-  const env: Record<string, string> = {};
+  const env: Record<string, string> = { DVMM_CACHE_DIR: dvmmCacheDir() };
   for (const key of ["CI", "DVMM_FC_RUNS", "DVMM_DEBUG"]) {
     const v = Deno.env.get(key);
     if (v !== undefined) env[key] = v;
@@ -91,8 +88,7 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
         shares: [dir],
         env,
         timeoutMs: 40 * 60_000,
-        onOutput: (chunk) => Deno.stdout.writeSync(chunk),
-        log: (m) => console.error(m),
+        onOutput: writeAllStdout,
       },
     );
     status = result.status;

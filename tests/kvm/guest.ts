@@ -1,0 +1,66 @@
+/**
+ * Boots dvmm's default guest for KVM tests and gives the test its console.
+ * The default kernel and initramfs are prepared on the host by the test
+ * runner (DVMM_CACHE_DIR points at them inside the lab).
+ *
+ * @module
+ */
+
+import { createMachine, type LaunchOptions } from "../../vmm/launch.ts";
+import { GuestConsole } from "../../vmm/guest_console.ts";
+import { GUEST_INIT_MARKER } from "../../guest/initramfs.ts";
+import type { Machine } from "../../vmm/machine.ts";
+import { SHELL_PROMPT } from "../../vmm/demo.ts";
+import { RecordingLogger } from "../../devices/logger.ts";
+
+/** A booted test guest. */
+export interface TestGuest {
+  /** The machine. */
+  machine: Machine;
+  /** Its serial console. */
+  console: GuestConsole;
+  /** What the VMM logged. */
+  log: RecordingLogger;
+}
+
+/** Boot the default guest (quiet kernel) and wait for its shell prompt. */
+export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<TestGuest> {
+  let console: GuestConsole | undefined;
+  const log = new RecordingLogger();
+  const machine = await createMachine({
+    memory: 256 * 1024 * 1024,
+    cpus: 1,
+    ...opts,
+    cmdline: ["quiet", opts.cmdline ?? ""].join(" ").trim(),
+  }, (b) => {
+    console?.feed(b);
+    if (Deno.env.get("DVMM_DEBUG")) Deno.stdout.writeSync(b);
+  }, log);
+  console = new GuestConsole((b) => machine.sendInput(b));
+  machine.start();
+  try {
+    await console.waitFor(GUEST_INIT_MARKER, 180_000);
+    await console.waitFor(SHELL_PROMPT, 60_000);
+  } catch (e) {
+    await machine.stop();
+    throw e;
+  }
+  return { machine, console, log };
+}
+
+/** Wait for the machine to end, with a deadline. */
+export async function waitExit(machine: Machine, timeoutMs = 60_000) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`guest did not end within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([machine.exited, timeout]);
+  } finally {
+    clearTimeout(timer);
+    if (machine.state !== "stopped") await machine.stop();
+  }
+}
