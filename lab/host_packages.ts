@@ -25,6 +25,7 @@ export const HOST_REQUIREMENTS: readonly HostRequirement[] = [
   { program: "gcc", pkg: "gcc" },
   { program: "/usr/include/linux/kvm.h", pkg: "linux-libc-dev" },
   { program: "mke2fs", pkg: "e2fsprogs" },
+  { program: "iasl", pkg: "acpica-tools" },
   { program: "apt-get", pkg: "apt" },
 ];
 

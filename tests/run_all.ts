@@ -9,10 +9,14 @@
 
 import { addCounts, NO_TESTS } from "./runner/junit.ts";
 import { ensureHostPackages } from "../lab/host_packages.ts";
+import { defaultGuestPaths } from "../vmm/demo.ts";
 import { runHostSuite, runKvmSuite, type SuiteResult } from "./runner/suites.ts";
 
 const only = Deno.args[0];
 await ensureHostPackages();
+// The default guest's kernel and initramfs: some unit tests parse the real kernel, and the
+// KVM tests boot it (inside the lab the cache is read-only and there is no network).
+await defaultGuestPaths();
 const suites: SuiteResult[] = [];
 if (!only || only === "unit") suites.push(await runHostSuite("unit", ["tests/unit"]));
 if (!only || only === "lab") {
