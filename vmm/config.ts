@@ -19,9 +19,13 @@
 import { isAbsolute, join, resolve } from "node:path";
 import { z } from "zod";
 import { controlSocketDir, SOCKET_SUFFIX } from "./socket_dir.ts";
+import { UsageError } from "./cli_errors.ts";
 
-/** Thrown when a VM config is invalid. Its message has one line per problem. */
-export class ConfigError extends Error {
+/**
+ * Thrown when a VM config is invalid. Its message has one line per problem.
+ * A {@linkcode UsageError}: the CLI exits with status 2.
+ */
+export class ConfigError extends UsageError {
   /**
    * A config error.
    * @param source where the config came from (`config`, `vm.json`, `flags`)
@@ -186,7 +190,7 @@ export function vmConfigSchema(options: VmSchemaOptions = {}) {
     plugin: z.string({ error: expected("a plugin name, path or URL") })
       .min(1, { error: expected("a plugin name, path or URL") })
       .transform((spec, ctx) => {
-        if (/^[a-z][a-z0-9+.-]*:/i.test(spec)) return spec; // URL
+        if (isPluginUrl(spec)) return spec;
         if (!isPluginPath(spec)) {
           if (!PLUGIN_NAME_PATTERN.test(spec)) {
             ctx.issues.push({
@@ -422,9 +426,15 @@ function fileProblem(abs: string, allowBlockDevice: boolean): string | undefined
   return allowBlockDevice ? "not a file or block device" : "not a regular file";
 }
 
-/** Is a plugin spec a module path (not a built-in name or URL)? */
-function isPluginPath(spec: string): boolean {
-  return spec.includes("/") || /\.(ts|js|mjs|tsx|jsx)$/.test(spec);
+/** Is a device plugin spec a module path (not a built-in name or URL)? */
+export function isPluginPath(spec: string): boolean {
+  return !isPluginUrl(spec) &&
+    (spec.includes("/") || /\.(ts|js|mjs|tsx|jsx)$/.test(spec));
+}
+
+/** Is a device plugin spec a URL (`file:`, `https:`, `data:`, ...)? */
+export function isPluginUrl(spec: string): boolean {
+  return /^[a-z][a-z0-9+.-]+:/i.test(spec);
 }
 
 /** Why `mac` is not a usable guest MAC, or undefined. */
