@@ -87,6 +87,75 @@ export interface PciConfigHooks {
   write?(offset: number, data: Uint8Array): void;
 }
 
+/** Address space of a BAR: port I/O or memory (the Command decode bit that governs it). */
+export type PciSpace = "io" | "mem";
+
+/** Access widths an ioeventfd can match (0: any width; memory BARs only). */
+export type IoeventfdLength = 0 | 1 | 2 | 4 | 8;
+
+/** An opaque registration returned by {@linkcode PciPlatform.addIoeventfd}. */
+export type PciIoeventfdHandle = number;
+
+/**
+ * What the PCI core needs from the host to let plugins raise MSIs and serve
+ * doorbells without a trap into the VMM: KVM_SIGNAL_MSI and KVM_IOEVENTFD in
+ * a machine, a recording fake in unit tests. The core alone calls it (plugins
+ * go through {@linkcode PciDeviceContext.msi} and
+ * {@linkcode PciDeviceContext.ioeventfd}).
+ */
+export interface PciPlatform {
+  /** Deliver one MSI (a DWORD write of `data` to `address`). Throws if the host refuses. */
+  signalMsi(address: bigint, data: number): void;
+  /**
+   * Make guest writes of `length` bytes (0: any width) at `address` in `space`
+   * call `onKick` (later, on the VMM thread) instead of trapping. Throws if the
+   * host refuses; the write then keeps reaching the BAR handler.
+   */
+  addIoeventfd(
+    space: PciSpace,
+    address: bigint,
+    length: IoeventfdLength,
+    onKick: () => void,
+  ): PciIoeventfdHandle;
+  /** Undo one {@linkcode addIoeventfd}; kicks not yet delivered for it are dropped. */
+  removeIoeventfd(handle: PciIoeventfdHandle): void;
+}
+
+/** Host output a device can write to (the machine's console; a plugin such as virtio-console). */
+export interface PciHostConsole {
+  /** Show `bytes` on the host console (a copy is taken if needed). */
+  write(bytes: Uint8Array): void;
+}
+
+/** A plugin's way to raise message-signalled interrupts. */
+export interface PciMsi {
+  /**
+   * Write `data` to `address` as the device would (the guest programmed both,
+   * e.g. in an MSI-X table entry). Dropped (and counted) while Bus Master
+   * Enable is off in the Command register. Returns true if it was sent.
+   */
+  send(address: bigint, data: number): boolean;
+}
+
+/**
+ * A doorbell inside a BAR served by an ioeventfd. The core keeps it
+ * registered at `BAR base + offset` exactly while the BAR is decoded, moving
+ * it with the BAR; when the host cannot register it, guest writes there keep
+ * reaching the BAR's handler (so a plugin must handle doorbell writes there too).
+ */
+export interface PciIoeventfd {
+  /** BAR index. */
+  readonly bar: number;
+  /** Offset of the doorbell in the BAR. */
+  readonly offset: number;
+  /** Access width matched (0: any). */
+  readonly length: IoeventfdLength;
+  /** Guest address where it is registered now, or null (BAR inactive, removed, or the host refused). */
+  readonly address: bigint | null;
+  /** Stop serving this doorbell (idempotent). */
+  remove(): void;
+}
+
 /** What a device instance gets from the core. */
 export interface PciDeviceContext<O> {
   /** Guest RAM, for DMA. */
@@ -104,6 +173,19 @@ export interface PciDeviceContext<O> {
   readonly slot: number;
   /** Address where BAR `index` is decoded now, or null when it is not active. */
   barAddress(index: number): bigint | null;
+  /** Message-signalled interrupts (MSI / MSI-X messages the guest programmed). */
+  readonly msi: PciMsi;
+  /** Host console output (the machine's console; drops everything without one). */
+  readonly hostConsole: PciHostConsole;
+  /**
+   * Serve guest writes of `length` bytes at `offset` in BAR `bar` by calling
+   * `onKick` on the VMM thread without trapping the vCPU (KVM ioeventfd). The
+   * core registers it whenever the BAR is decoded and moves it with the BAR.
+   * May be called from `create` on. Throws RangeError for a BAR the device
+   * lacks, a range outside it, or length 0 on an I/O BAR. Exceptions from
+   * `onKick` are caught and logged like any plugin fault.
+   */
+  ioeventfd(bar: number, offset: number, length: IoeventfdLength, onKick: () => void): PciIoeventfd;
 }
 
 /** What `create` returns: the device's emulation. Every member is optional. */

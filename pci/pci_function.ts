@@ -17,8 +17,13 @@ import { type Logger, prefixLogger } from "../devices/logger.ts";
 import {
   type AnyPciDeviceDefinition,
   deviceTag,
+  type IoeventfdLength,
   type PciConfigHooks,
   type PciDeviceInstance,
+  type PciHostConsole,
+  type PciIoeventfd,
+  type PciIoeventfdHandle,
+  type PciPlatform,
 } from "../devices/pci_device.ts";
 import { PluginError } from "../devices/pci_manifest.ts";
 import type { GuestMemory } from "../kvm/guest_memory.ts";
@@ -71,6 +76,30 @@ export interface PciFunctionInit {
   readonly decode: boolean;
   /** The core. */
   readonly host: PciFunctionHost;
+  /** MSI delivery and ioeventfds. */
+  readonly platform: PciPlatform;
+  /** Host console output for the device context. */
+  readonly hostConsole: PciHostConsole;
+}
+
+/** A plugin doorbell as the core tracks it. */
+export interface DoorbellState {
+  /** The BAR it lives in. */
+  readonly bar: PciBar;
+  /** Offset in the BAR. */
+  readonly offset: number;
+  /** Access width matched. */
+  readonly length: IoeventfdLength;
+  /** Guest address where the platform serves it now, or null. */
+  readonly address: bigint | null;
+}
+
+/** Message-signalled interrupt counts of a function. */
+export interface MsiCounts {
+  /** MSIs handed to the platform. */
+  sent: number;
+  /** MSIs dropped: Bus Master Enable was off, or the platform refused. */
+  dropped: number;
 }
 
 /** Where a capability was placed in config space. */
@@ -108,12 +137,16 @@ export class PciFunction {
   readonly log: Logger;
   /** Plugin faults caught so far (access handlers, config hooks, activate/deactivate, reset). */
   faults = 0;
+  /** MSIs sent and dropped. */
+  readonly msiCounts: MsiCounts = { sent: 0, dropped: 0 };
 
   readonly #host: PciFunctionHost;
   readonly #barBySlot: (PciBar | undefined)[] = new Array(6).fill(undefined);
   readonly #barDevices = new Map<number, BusDevice>();
   readonly #initial: { bytes: Uint8Array; addresses: Map<PciBar, bigint> };
   readonly #instance: PciDeviceInstance;
+  readonly #platform: PciPlatform;
+  readonly #doorbells: Doorbell[] = [];
   #intxLevel = false;
 
   /** Build the function and create the plugin instance. Throws {@linkcode PluginError} if `create` throws. */
@@ -125,6 +158,7 @@ export class PciFunction {
     this.tag = deviceTag(def.vendorId, def.deviceId);
     this.log = prefixLogger(init.log, this.tag);
     this.#host = init.host;
+    this.#platform = init.platform;
     this.bars = [...def.bars].sort((a, b) => a.index - b.index).map((spec) => {
       const bar = new PciBar(spec.index, spec.kind, BigInt(spec.size), spec.prefetchable ?? false);
       bar.address = init.barAddresses.get(spec.index) ?? 0n;
@@ -145,6 +179,9 @@ export class PciFunction {
         options: init.options,
         slot: init.slot,
         barAddress: (index) => this.#barBySlot[index]?.active?.address ?? null,
+        msi: { send: (address, data) => this.#sendMsi(address, data) },
+        hostConsole: init.hostConsole,
+        ioeventfd: (bar, offset, length, onKick) => this.#addDoorbell(bar, offset, length, onKick),
       }) ?? {};
     } catch (e) {
       throw new PluginError(init.source, `create failed: ${errorText(e)}`, { cause: e });
@@ -170,6 +207,16 @@ export class PciFunction {
   /** The BAR occupying `slot` (either half of a 64-bit BAR), if implemented. */
   barAt(slot: number): PciBar | undefined {
     return this.#barBySlot[slot];
+  }
+
+  /** The plugin's doorbells and where each is served now. */
+  doorbells(): DoorbellState[] {
+    return this.#doorbells.filter((d) => !d.removed).map((d) => ({
+      bar: d.bar,
+      offset: d.offset,
+      length: d.length,
+      address: d.handle === null ? null : d.address,
+    }));
   }
 
   /** The level the device drives on INTx (before INTx-disable). */
@@ -257,6 +304,7 @@ export class PciFunction {
       return false;
     }
     this.log.debug(`BAR ${bar.index}: active at ${hex(address)}+${hex(bar.size)}`);
+    for (const d of this.#doorbells) if (d.bar === bar) this.#attach(d, address);
     return true;
   }
 
@@ -273,6 +321,7 @@ export class PciFunction {
       this.fault(`BAR ${bar.index}: deactivate failed at ${hex(active.address)}`, e);
       return false;
     }
+    for (const d of this.#doorbells) if (d.bar === bar) this.#detach(d);
     bus.unregister(active.range);
     bar.active = null;
     this.log.debug(`BAR ${bar.index}: inactive (was at ${hex(active.address)})`);
@@ -302,6 +351,112 @@ export class PciFunction {
     } catch (e) {
       this.fault("reset failed", e);
     }
+  }
+
+  /** Validate and record a plugin doorbell; serve it at once if its BAR is decoded. */
+  #addDoorbell(
+    index: number,
+    offset: number,
+    length: IoeventfdLength,
+    onKick: () => void,
+  ): PciIoeventfd {
+    const bar = this.#barBySlot[index];
+    if (!bar || bar.index !== index) {
+      throw new RangeError(`${this.tag} ioeventfd: no BAR ${index}`);
+    }
+    if (![0, 1, 2, 4, 8].includes(length)) {
+      throw new RangeError(
+        `${this.tag} ioeventfd: BAR ${index}: length ${length} (0, 1, 2, 4 or 8)`,
+      );
+    }
+    if (length === 0 && bar.space === "io") {
+      throw new RangeError(`${this.tag} ioeventfd: BAR ${index}: length 0 needs a memory BAR`);
+    }
+    if (!Number.isInteger(offset) || offset < 0 || BigInt(offset + length) > bar.size) {
+      throw new RangeError(
+        `${this.tag} ioeventfd: BAR ${index}: ${hex(offset)}+${length} is outside its ${
+          hex(bar.size)
+        } bytes`,
+      );
+    }
+    const d: Doorbell = {
+      bar,
+      offset,
+      length,
+      onKick: () => {
+        try {
+          onKick();
+        } catch (e) {
+          this.fault(`BAR ${index}: doorbell at +${hex(offset)} failed`, e);
+        }
+      },
+      handle: null,
+      address: null,
+      removed: false,
+    };
+    this.#doorbells.push(d);
+    if (bar.active) this.#attach(d, bar.active.address);
+    return {
+      bar: index,
+      offset,
+      length,
+      get address() {
+        return d.handle === null ? null : d.address;
+      },
+      remove: () => {
+        if (d.removed) return;
+        this.#detach(d);
+        d.removed = true;
+        this.#doorbells.splice(this.#doorbells.indexOf(d), 1);
+      },
+    };
+  }
+
+  /** Ask the platform to serve `d` in its BAR placed at `base`; on refusal the BAR handler keeps it. */
+  #attach(d: Doorbell, base: bigint): void {
+    if (d.removed || d.handle !== null) return;
+    const address = base + BigInt(d.offset);
+    try {
+      d.handle = this.#platform.addIoeventfd(d.bar.space, address, d.length, d.onKick);
+      d.address = address;
+    } catch (e) {
+      this.log.warn(
+        `BAR ${d.bar.index}: ioeventfd at ${hex(address)} refused (writes trap instead): ${
+          errorText(e)
+        }`,
+      );
+    }
+  }
+
+  #detach(d: Doorbell): void {
+    if (d.handle === null) return;
+    const handle = d.handle;
+    d.handle = null;
+    d.address = null;
+    try {
+      this.#platform.removeIoeventfd(handle);
+    } catch (e) {
+      this.log.error(`BAR ${d.bar.index}: removing ioeventfd failed: ${errorText(e)}`);
+    }
+  }
+
+  #sendMsi(address: bigint, data: number): boolean {
+    if (!(this.command & COMMAND.BUS_MASTER)) {
+      if (this.msiCounts.dropped++ === 0) {
+        this.log.warn(`MSI to ${hex(address)} dropped: bus mastering is disabled`);
+      }
+      return false;
+    }
+    try {
+      this.#platform.signalMsi(address, data);
+    } catch (e) {
+      if (this.msiCounts.dropped++ === 0) {
+        this.log.warn(`MSI to ${hex(address)} data ${hex(data)} failed: ${errorText(e)}`);
+      }
+      return false;
+    }
+    this.msiCounts.sent++;
+    return true;
   }
 
   /** Log a plugin fault (the first {@linkcode MAX_LOGGED_FAULTS}; later ones are counted). */
@@ -445,6 +600,17 @@ export class PciFunction {
       },
     };
   }
+}
+
+/** A doorbell with its platform registration. */
+interface Doorbell {
+  readonly bar: PciBar;
+  readonly offset: number;
+  readonly length: IoeventfdLength;
+  readonly onKick: () => void;
+  handle: PciIoeventfdHandle | null;
+  address: bigint | null;
+  removed: boolean;
 }
 
 /** The message of an exception, whatever was thrown. */

@@ -25,7 +25,12 @@
 import { type Bus, type BusRange, hex } from "../devices/bus.ts";
 import type { IrqLine } from "../devices/irq.ts";
 import { type Logger, nullLogger } from "../devices/logger.ts";
-import type { AnyPciDeviceDefinition, BarKind } from "../devices/pci_device.ts";
+import type {
+  AnyPciDeviceDefinition,
+  BarKind,
+  PciHostConsole,
+  PciPlatform,
+} from "../devices/pci_device.ts";
 import { parsePciDeviceOptions, validatePciDevice } from "../devices/pci_manifest.ts";
 import type { GuestMemory } from "../kvm/guest_memory.ts";
 import {
@@ -68,7 +73,28 @@ export interface PciRootOptions {
   readonly configAccess?: boolean;
   /** Put the host bridge at 00:00.0. Default true. */
   readonly hostBridge?: boolean;
+  /**
+   * MSI delivery and ioeventfds for plugins. Default {@linkcode NULL_PCI_PLATFORM}
+   * (MSIs go nowhere; doorbells trap to their BAR handlers).
+   */
+  readonly platform?: PciPlatform;
+  /** Host console output offered to plugins. Default: output is dropped. */
+  readonly hostConsole?: PciHostConsole;
 }
+
+/**
+ * A platform without a host: MSIs are refused (counted as dropped) and every
+ * ioeventfd is refused, so doorbell writes keep reaching the BAR handlers.
+ */
+export const NULL_PCI_PLATFORM: PciPlatform = {
+  signalMsi(address) {
+    throw new Error(`no MSI delivery on this platform (message to ${hex(address)})`);
+  },
+  addIoeventfd() {
+    throw new Error("no ioeventfds on this platform");
+  },
+  removeIoeventfd() {},
+};
 
 /** How to plug one device. */
 export interface AddDeviceOptions {
@@ -142,6 +168,8 @@ export class PciRoot implements ConfigTarget, PciFunctionHost {
   readonly #slots: (PciFunction | undefined)[] = new Array(32).fill(undefined);
   readonly #gsis: readonly number[];
   readonly #alloc: Record<BarKind, WindowAllocator>;
+  readonly #platform: PciPlatform;
+  readonly #hostConsole: PciHostConsole;
   #nextGsi = 0;
 
   /** Build bus 0 (with the host bridge at 00:00.0 unless disabled). */
@@ -151,6 +179,8 @@ export class PciRoot implements ConfigTarget, PciFunctionHost {
     this.#memory = options.memory;
     this.#log = options.log ?? nullLogger;
     this.#gsis = options.intxGsis ?? DEFAULT_INTX_GSIS;
+    this.#platform = options.platform ?? NULL_PCI_PLATFORM;
+    this.#hostConsole = options.hostConsole ?? { write() {} };
     const noLine: IrqLine = { set() {} };
     this.intx = new IntxRouter(options.irqLine ?? (() => noLine));
     const w = options.windows ?? {};
@@ -222,6 +252,8 @@ export class PciRoot implements ConfigTarget, PciFunctionHost {
       barAddresses,
       decode: opts.decode ?? true,
       host: this,
+      platform: this.#platform,
+      hostConsole: this.#hostConsole,
     });
     this.#slots[slot] = fn;
     for (const bar of fn.bars) this.#sync(fn, bar);

@@ -112,6 +112,8 @@ export interface Probe {
   failAccess: boolean;
   /** Times reset ran. */
   resets: number;
+  /** Doorbell kicks received, by BAR index. */
+  readonly kicks: number[];
 }
 
 /** Options for {@linkcode probeDevice}. */
@@ -122,6 +124,8 @@ export interface ProbeOptions {
   readonly bars: readonly PciBarSpec[];
   readonly capabilities?: readonly PciCapabilitySpec[];
   readonly extra?: Partial<PciDeviceInstance>;
+  /** Register a doorbell (ioeventfd) at offset 0 of every BAR from `create`. */
+  readonly doorbells?: boolean;
 }
 
 /**
@@ -138,6 +142,7 @@ export function probeDevice(opts: ProbeOptions): { def: AnyPciDeviceDefinition; 
     accesses: [],
     failAccess: false,
     resets: 0,
+    kicks: [],
   };
   const signature = opts.deviceId ?? 0x0001;
   const def = definePciDevice({
@@ -147,7 +152,14 @@ export function probeDevice(opts: ProbeOptions): { def: AnyPciDeviceDefinition; 
     classCode: 0xff0000,
     bars: opts.bars,
     capabilities: opts.capabilities,
-    create: () => {
+    create: (ctx) => {
+      if (opts.doorbells) {
+        for (const spec of opts.bars) {
+          ctx.ioeventfd(spec.index, 0, spec.kind === "io" ? 1 : 4, () => {
+            probe.kicks[spec.index] = (probe.kicks[spec.index] ?? 0) + 1;
+          });
+        }
+      }
       const bars: Record<number, { read(o: number, d: Uint8Array): void; write(): void }> = {};
       for (const spec of opts.bars) {
         bars[spec.index] = {

@@ -3,8 +3,10 @@
  * resets against a bus of several devices whose hooks fail at random. After
  * every step: no overlapping ranges on either bus, a BAR is registered exactly
  * when the core says it is active (and where), no hook fired twice in the same
- * direction, the plugin's view of what is mapped matches the core's, and the
- * core never threw.
+ * direction, the plugin's view of what is mapped matches the core's, every
+ * plugin doorbell is served by the platform (an ioeventfd) exactly at its
+ * active BAR's address (unless the platform refused it), and the core never
+ * threw.
  *
  * Runs: DVMM_FC_RUNS (default 10000). Seed: DVMM_FC_SEED.
  */
@@ -12,6 +14,7 @@ import fc from "fast-check";
 import type { Bus } from "../../devices/bus.ts";
 import { GuestMemory } from "../../kvm/guest_memory.ts";
 import { assertEquals, barOffset, bytes, makeRig, type Probe, probeDevice } from "./pci_harness.ts";
+import { FakePciPlatform } from "./pci_fake_platform.ts";
 
 const RUNS = Number(Deno.env.get("DVMM_FC_RUNS") ?? 10_000);
 const SEED = Deno.env.get("DVMM_FC_SEED");
@@ -32,6 +35,7 @@ type Step =
   | { op: "cfgRead"; slot: number; offset: number; width: 1 | 2 | 4; fail: Fail }
   | { op: "busAccess"; mmio: boolean; pick: number; write: boolean }
   | { op: "accessFaults"; on: boolean }
+  | { op: "refuseIoeventfds"; on: boolean }
   | { op: "reset"; fail: Fail };
 
 /** Which hook calls during a step throw: a seed and a rate in 1/8ths. */
@@ -41,7 +45,8 @@ interface Fail {
 }
 
 function world() {
-  const rig = makeRig({ memory: GuestMemory.ofSize(4096), windows: WINDOWS });
+  const platform = new FakePciPlatform();
+  const rig = makeRig({ memory: GuestMemory.ofSize(4096), windows: WINDOWS, platform });
   rig.mmio.register(PLATFORM_MMIO, 0x2000n, { read: (_, d) => d.fill(0x5a), write() {} }, "plat");
   rig.pio.register(PLATFORM_PIO, 0x10n, { read: (_, d) => d.fill(0x5a), write() {} }, "plat");
   const specs = [
@@ -57,7 +62,7 @@ function world() {
   ] as const;
   const probes: Probe[] = [];
   specs.forEach((bars, i) => {
-    const { def, probe } = probeDevice({ deviceId: 0x100 * (i + 1), bars });
+    const { def, probe } = probeDevice({ deviceId: 0x100 * (i + 1), bars, doorbells: true });
     rig.root.addDevice(def, { slot: i + 1 });
     probes.push(probe);
   });
@@ -71,7 +76,7 @@ function world() {
   const barSlots = rig.root.functions.flatMap((fn) =>
     fn.bars.flatMap((b) => b.slots.map((s): [number, number] => [fn.slot, s]))
   );
-  return { rig, probes, interesting: [...interesting], barSlots };
+  return { rig, probes, platform, interesting: [...interesting], barSlots };
 }
 
 /** A deterministic stream of booleans: true with probability rate/8. */
@@ -150,6 +155,7 @@ function arbitraries(values: number[], barSlots: [number, number][]) {
       ) => ({ op: "busAccess" as const, ...s })),
     },
     { weight: 1, arbitrary: fc.boolean().map((on) => ({ op: "accessFaults" as const, on })) },
+    { weight: 1, arbitrary: fc.boolean().map((on) => ({ op: "refuseIoeventfds" as const, on })) },
     { weight: 1, arbitrary: fail.map((fail) => ({ op: "reset" as const, fail })) },
   );
   return fc.array(step, { minLength: 1, maxLength: 30, size: "max" });
@@ -180,6 +186,9 @@ function apply(w: ReturnType<typeof world>, step: Step): void {
     }
     case "accessFaults":
       for (const p of probes) p.failAccess = step.on;
+      break;
+    case "refuseIoeventfds":
+      w.platform.refuse = () => step.on;
       break;
     case "reset":
       rig.root.reset();
@@ -223,6 +232,7 @@ function checkInvariants(w: ReturnType<typeof world>): void {
       }
     }
   }
+  checkDoorbells(w);
   const registered = [...rig.pio.ranges, ...rig.mmio.ranges].filter((r) => r.name.includes("BAR"));
   assertEquals(registered.length, active);
   for (const p of probes) {
@@ -230,6 +240,29 @@ function checkInvariants(w: ReturnType<typeof world>): void {
   }
   const errors = rig.log.records.filter((r) => r.level === "error");
   if (errors.length) throw new Error(`core caught its own bug: ${errors[0].message}`);
+}
+
+/** Doorbells: the platform serves exactly the doorbells the core says, at active BAR + offset. */
+function checkDoorbells(w: ReturnType<typeof world>): void {
+  const { rig, platform } = w;
+  const expected: string[] = [];
+  for (const fn of rig.root.functions) {
+    for (const d of fn.doorbells()) {
+      const active = d.bar.active;
+      if (d.address === null) {
+        if (active && platform.refusals === 0) {
+          throw new Error(`${fn.tag} BAR ${d.bar.index}: active but its doorbell is not served`);
+        }
+        continue;
+      }
+      if (!active || d.address !== active.address + BigInt(d.offset)) {
+        throw new Error(`${fn.tag} BAR ${d.bar.index}: doorbell served at a stale address`);
+      }
+      expected.push(`${d.bar.space}:${d.address.toString(16)}/${d.length}`);
+    }
+  }
+  assertEquals(platform.registrations(), expected.sort());
+  if (platform.violations.length) throw new Error(`platform: ${platform.violations.join(", ")}`);
 }
 
 Deno.test(`PCI core invariants hold under random config sequences (${RUNS} runs)`, () => {
@@ -252,6 +285,20 @@ Deno.test("the property harness notices a broken bus (sanity check of the checke
   const fn = w.rig.root.device(1)!;
   const bar = fn.bars[0];
   w.rig.mmio.unregister(bar.active!.range);
+  let caught = false;
+  try {
+    checkInvariants(w);
+  } catch {
+    caught = true;
+  }
+  assertEquals(caught, true);
+});
+
+Deno.test("the property harness notices a doorbell left at a stale address", () => {
+  const w = world();
+  const [handle] = w.platform.live.keys();
+  const stale = w.platform.live.get(handle)!;
+  w.platform.live.set(handle, { ...stale, address: stale.address + 0x1000n });
   let caught = false;
   try {
     checkInvariants(w);
