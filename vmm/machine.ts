@@ -34,6 +34,7 @@ import { formatVcpuExit, type VcpuExit } from "../kvm/vcpu_exit.ts";
 import { COUNTER_NAMES } from "../kvm/vcpu_channel.ts";
 import type { VcpuSetup } from "../kvm/types.ts";
 import { PciRoot } from "../pci/pci_root.ts";
+import { KvmPciPlatform } from "./kvm_pci_platform.ts";
 import { bootFpu } from "../x86/fpu.ts";
 import { bootMsrs } from "../x86/msrs.ts";
 import { vcpuCpuid } from "../x86/cpuid.ts";
@@ -136,6 +137,8 @@ export class Machine {
   #tail = "";
   #panicSeen = false;
   #setups: VcpuSetup[];
+  // virtio wiring: MSIs and ioeventfds for PCI plugins.
+  #platform: KvmPciPlatform;
 
   private constructor(
     readonly config: MachineConfig,
@@ -161,12 +164,16 @@ export class Machine {
     // Port 0x80 (POST codes, I/O delay) is written often by Linux: swallow it quietly.
     this.pio.register(0x80n, 1n, { read: (_o, d) => d.fill(0xff), write: () => {} }, "port 0x80");
 
+    // virtio wiring: apply posted vCPU writes before a doorbell kick reaches its device.
+    this.#platform = new KvmPciPlatform(vm, { beforeKick: () => this.#dispatcher?.drain() });
     this.pci = new PciRoot({
       pio: this.pio,
       mmio: this.mmio,
       memory: this.memory,
       log,
       irqLine: line,
+      platform: this.#platform,
+      hostConsole: { write: (bytes) => config.serialOutput(bytes) },
     });
     for (const d of config.devices ?? []) {
       this.pci.addDevice(d.definition, { options: d.options, source: d.source });
@@ -334,6 +341,7 @@ export class Machine {
     setTimeout(async () => {
       await Promise.all(this.#vcpus.map((v) => v.stop()));
       await this.#dispatcher.stop();
+      await this.#platform.close(); // virtio wiring: stop the ioeventfd poller worker
       this.#state = "stopped";
       // Every vCPU is gone and nothing dispatches any more: give the memory back.
       this.vm.close();
