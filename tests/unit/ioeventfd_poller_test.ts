@@ -69,3 +69,23 @@ Deno.test("eventfd-to-callback latency (reported)", async () => {
     await poller.stop();
   }
 });
+
+Deno.test("a device that re-kicks itself forever does not starve the event loop", async () => {
+  const poller = new IoeventfdPoller();
+  try {
+    let kicks = 0;
+    const e = poller.add(() => {
+      kicks++;
+      signal(e.fd); // like a guest that posts a new request as soon as one completes
+    });
+    signal(e.fd);
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, 20));
+    const late = performance.now() - t0;
+    strictEqual(late < 1000, true, `a 20 ms timer fired after ${late.toFixed(0)} ms`);
+    strictEqual(kicks > 1, true);
+    poller.remove(e);
+  } finally {
+    await poller.stop();
+  }
+});
