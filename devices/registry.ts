@@ -14,6 +14,7 @@ import { pathToFileURL } from "node:url";
 import { isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 import type { AnyPciDeviceDefinition } from "./pci_device.ts";
+import { SandboxedPlugin, type SandboxOptions } from "./sandbox/sandboxed_plugin.ts";
 import {
   formatZodIssues,
   parsePciDeviceOptions,
@@ -31,6 +32,8 @@ export interface RegisteredPlugin {
   readonly url?: string;
   /** True for built-in plugins. */
   readonly builtin: boolean;
+  /** The sandbox it runs in (user plugins loaded with {@linkcode DeviceRegistry.loadSandboxed}). */
+  readonly sandbox?: SandboxedPlugin;
 }
 
 /** One option of a plugin, for listings. */
@@ -95,6 +98,7 @@ export function parseDeviceArgument(arg: string): DeviceArgument {
 export class DeviceRegistry {
   readonly #builtins = new Map<string, RegisteredPlugin>();
   readonly #loaded = new Map<string, RegisteredPlugin>();
+  readonly #sandboxed: SandboxedPlugin[] = [];
 
   /** Add a built-in plugin under its name. Throws {@linkcode PluginError} if invalid or the name is taken. */
   registerBuiltin(definition: AnyPciDeviceDefinition): RegisteredPlugin {
@@ -116,7 +120,8 @@ export class DeviceRegistry {
   /**
    * Resolve `spec`: a built-in name, or a module path (relative to `cwd`) or
    * URL (`file:`, `https:`, `data:`) whose default export is a definition.
-   * Modules are imported once and cached by URL. Throws {@linkcode PluginError}.
+   * Modules are imported once and cached by URL; they run in-process, with the
+   * VMM's permissions (trusted: see {@linkcode loadSandboxed}). Throws {@linkcode PluginError}.
    */
   async load(spec: string, cwd: string = Deno.cwd()): Promise<RegisteredPlugin> {
     const builtin = this.#builtins.get(spec);
@@ -138,6 +143,30 @@ export class DeviceRegistry {
     const entry = { definition, source: spec, url, builtin: false };
     this.#loaded.set(url, entry);
     return entry;
+  }
+
+  /**
+   * Resolve `spec` like {@linkcode load}, but run a user plugin in its own
+   * sandbox worker (no net/ffi/run/env/write/sys; it may read its own file
+   * and `options.read`): the definition returned is a proxy to it. Built-ins
+   * stay in-process. Every call makes a new sandbox (one worker per plugin
+   * load; devices made from it share the worker). Throws {@linkcode PluginError}.
+   */
+  async loadSandboxed(
+    spec: string,
+    options: SandboxOptions & { readonly cwd?: string } = {},
+  ): Promise<RegisteredPlugin> {
+    const builtin = this.#builtins.get(spec);
+    if (builtin) return builtin;
+    const url = moduleUrl(spec, options.cwd ?? Deno.cwd());
+    const sandbox = await SandboxedPlugin.load(spec, url, options);
+    this.#sandboxed.push(sandbox);
+    return { definition: sandbox.definition, source: spec, url, builtin: false, sandbox };
+  }
+
+  /** Terminate every sandbox this registry started (their devices then answer all-ones). */
+  close(): void {
+    for (const s of this.#sandboxed.splice(0)) s.close();
   }
 
   /**
