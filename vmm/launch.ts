@@ -28,8 +28,14 @@ export interface LaunchOptions {
   memory: number;
   /** vCPUs. */
   cpus: number;
-  /** Device plugins: a built-in name or a path/URL, with options. */
-  devices?: { plugin: string; options?: Record<string, unknown> }[];
+  /**
+   * Device plugins: a built-in name or a path/URL, with options. User plugins
+   * run sandboxed (devices/sandbox/) unless `trusted` (then in-process, with
+   * the VMM's permissions).
+   */
+  devices?: { plugin: string; options?: Record<string, unknown>; trusted?: boolean }[];
+  /** Extra paths sandboxed plugins may read (their own module file is always readable). */
+  pluginRead?: string[];
   /** Verbose VMM log on stderr. */
   debug?: boolean;
 }
@@ -79,14 +85,21 @@ export async function resolveGuest(
   };
 }
 
-/** Load the device plugins named in `specs` through a registry with the built-ins. */
+/**
+ * Load the device plugins named in `specs` through a registry with the
+ * built-ins: user plugins sandboxed unless `trusted`. Call `registry.close()`
+ * when the machine ends (it terminates the sandbox workers).
+ */
 export async function loadDevices(
   specs: LaunchOptions["devices"],
   registry: DeviceRegistry = registerBuiltinDevices(new DeviceRegistry()),
+  sandbox: { read?: string[]; log?: Logger } = {},
 ): Promise<MachineDevice[]> {
   const out: MachineDevice[] = [];
   for (const d of specs ?? []) {
-    const p = await registry.load(d.plugin);
+    const p = d.trusted
+      ? await registry.load(d.plugin)
+      : await registry.loadSandboxed(d.plugin, sandbox);
     out.push({ definition: p.definition, options: d.options ?? {}, source: d.plugin });
   }
   return out;
@@ -99,17 +112,25 @@ export async function createMachine(
   log: Logger = consoleLogger(opts.debug ?? false),
 ): Promise<Machine> {
   const guest = await resolveGuest(opts);
-  const devices = await loadDevices(opts.devices);
-  return await Machine.create({
-    kernel: guest.kernel,
-    initrd: guest.initrd,
-    cmdline: opts.cmdline ?? "",
-    memory: opts.memory,
-    cpus: opts.cpus,
-    devices,
-    serialOutput,
-    log,
-  });
+  const registry = registerBuiltinDevices(new DeviceRegistry());
+  try {
+    const devices = await loadDevices(opts.devices, registry, { read: opts.pluginRead, log });
+    const machine = await Machine.create({
+      kernel: guest.kernel,
+      initrd: guest.initrd,
+      cmdline: opts.cmdline ?? "",
+      memory: opts.memory,
+      cpus: opts.cpus,
+      devices,
+      serialOutput,
+      log,
+    });
+    machine.exited.finally(() => registry.close());
+    return machine;
+  } catch (e) {
+    registry.close();
+    throw e;
+  }
 }
 
 /** Run a guest on the host terminal until it ends. */
