@@ -13,6 +13,13 @@ import { ACCESS, DOORBELL, DOORBELL_BYTES, type VcpuChannel } from "./vcpu_chann
 /** Receives log lines (device errors, accesses to nothing). */
 export type Logger = (line: string) => void;
 
+/**
+ * How long the VMM thread lets posted writes accumulate after the first one
+ * wakes it (reads still wake it at once). Posted writes need no answer, so
+ * batching them saves a wake-up per exit.
+ */
+export const COALESCE_MS = 1;
+
 /** Counts of what the dispatcher has seen. */
 export interface DispatchStats {
   /** Accesses handled. */
@@ -83,19 +90,32 @@ export class IoDispatcher {
     while (this.#running) {
       const seen = Atomics.load(bell, DOORBELL.COUNT);
       this.drain();
-      // Say we are going to sleep, then sleep only if nothing was posted since `seen`.
+      if (Atomics.load(bell, DOORBELL.COUNT) !== seen) {
+        if (++busy >= 64) {
+          // Under a storm of exits, still let timers and I/O run.
+          busy = 0;
+          await new Promise((r) => setTimeout(r, 0));
+        }
+        continue;
+      }
+      busy = 0;
+      // Idle: ask the next poster to wake us, then sleep unless something came in meanwhile.
       Atomics.store(bell, DOORBELL.SLEEPING, 1);
       const wait = Atomics.waitAsync(bell, DOORBELL.COUNT, seen);
-      if (wait.async) {
-        busy = 0;
-        await wait.value;
-      } else if (++busy >= 64) {
-        // Under a storm of exits, still let timers and I/O run.
-        busy = 0;
-        await new Promise((r) => setTimeout(r, 0));
-      }
+      if (wait.async) await wait.value;
       Atomics.store(bell, DOORBELL.SLEEPING, 0);
+      // Woken by a posted write: let a few more pile up (nobody waits for them), but answer
+      // a read request at once.
+      const reads = Atomics.load(bell, DOORBELL.READS);
+      if (!this.#readPending()) {
+        const coalesce = Atomics.waitAsync(bell, DOORBELL.READS, reads, COALESCE_MS);
+        if (coalesce.async) await coalesce.value;
+      }
     }
+  }
+
+  #readPending(): boolean {
+    return this.#channels.some((c) => c.readPending());
   }
 
   #dispatch(kind: number, address: bigint, data: Uint8Array): void {

@@ -66,14 +66,18 @@ const SYNC_IDLE = 0, SYNC_REQUEST = 1, SYNC_DONE = 2;
 export const CHANNEL_BYTES = RING + RING_ENTRIES * ENTRY;
 
 /**
- * Words of the VM's doorbell (shared by all vCPUs): a counter bumped on every
- * post, and a flag the VMM thread sets before it sleeps, so that workers only
- * pay for a wake-up when someone is waiting.
+ * Words of the VM's doorbell (shared by all vCPUs):
+ * - COUNT is bumped on every post and every read request;
+ * - SLEEPING is set by the VMM thread before it sleeps on COUNT; the first
+ *   poster to see it clears it and pays for the one wake-up, later posts are
+ *   free until the VMM thread sleeps again;
+ * - READS is bumped and always notified on a read request, which the VMM
+ *   thread must answer at once even while it lets posted writes pile up.
  */
-export const DOORBELL = { COUNT: 0, SLEEPING: 1 } as const;
+export const DOORBELL = { COUNT: 0, SLEEPING: 1, READS: 2 } as const;
 
 /** Bytes of a doorbell. */
-export const DOORBELL_BYTES = 8;
+export const DOORBELL_BYTES = 12;
 
 /** A guest access as the VMM thread receives it. `data` is only valid during the call. */
 export type AccessHandler = (kind: number, address: bigint, data: Uint8Array) => void;
@@ -114,7 +118,7 @@ export class VcpuChannel {
     for (;;) {
       const tail = Atomics.load(w, W.TAIL);
       if (head - tail < RING_ENTRIES) break;
-      this.#ring();
+      this.#ring(true); // full: the VMM thread must drain now
       Atomics.wait(w, W.TAIL, tail, 100);
     }
     const at = RING + (head & (RING_ENTRIES - 1)) * ENTRY;
@@ -170,14 +174,28 @@ export class VcpuChannel {
     Atomics.wait(this.#words, W.CONTROL, value);
   }
 
-  /** Bump the doorbell; wake the VMM thread only if it said it is going to sleep. */
-  #ring(always = false): void {
+  /** Bump the doorbell; wake the VMM thread if it sleeps, or at once when `urgent` (a read, a full ring). */
+  #ring(urgent = false): void {
     const bell = this.#doorbell;
     Atomics.add(bell, DOORBELL.COUNT, 1);
-    if (always || Atomics.load(bell, DOORBELL.SLEEPING) !== 0) Atomics.notify(bell, DOORBELL.COUNT);
+    if (urgent) {
+      Atomics.add(bell, DOORBELL.READS, 1);
+      Atomics.notify(bell, DOORBELL.READS);
+      Atomics.notify(bell, DOORBELL.COUNT);
+    } else if (
+      Atomics.load(bell, DOORBELL.SLEEPING) !== 0 &&
+      Atomics.exchange(bell, DOORBELL.SLEEPING, 0) !== 0
+    ) {
+      Atomics.notify(bell, DOORBELL.COUNT);
+    }
   }
 
   // ---- VMM side ----
+
+  /** VMM: is a read request waiting for an answer? */
+  readPending(): boolean {
+    return Atomics.load(this.#words, W.SYNC) === SYNC_REQUEST;
+  }
 
   /** VMM: the vCPU's last published state. */
   state(): number {
