@@ -20,6 +20,7 @@ import { hasKvm } from "./kvm/kvm.ts";
 import { labDenoCommand, runInLab } from "./lab/lab.ts";
 import { formatError, parseCount, parseSize, UsageError } from "./vmm/cli_errors.ts";
 import { writeAllStdout } from "./vmm/host_console.ts";
+import { registerPluginCommands } from "./vmm/plugin_cli.ts";
 
 /** dvmm's version. */
 export const VERSION = "0.1.0";
@@ -104,6 +105,7 @@ function program(): Command {
     .action(() => {
       console.log(formatPluginList(registerBuiltinDevices(new DeviceRegistry()).list()));
     });
+  registerPluginCommands(cli);
   return cli;
 }
 
