@@ -3,29 +3,43 @@
  * The dvmm command line.
  *
  * ```
- * dvmm run [--kernel bzImage] [--initrd file] [--cmdline "..."] [--mem 512M] [--cpus N] [--device plugin,k=v]
+ * dvmm run [--config vm.json] [--kernel bzImage] [--initrd file] [--cmdline "..."] [--mem 512M]
+ *          [--cpus N] [--disk img[,ro]] [--rng] [--device plugin,k=v] [--name NAME]
  * dvmm demo                 boot the default guest (in the lab when /dev/kvm is absent)
  * dvmm devices              list the device plugins
+ * dvmm schema               JSON Schema of the config file
+ * dvmm list | stat NAME | pause NAME | resume NAME | shutdown NAME | stop NAME
  * ```
  *
  * @module
  */
 
-import { Command, CommanderError, Option } from "@commander-js/extra-typings";
+import { Command } from "@commander-js/extra-typings";
 import { runOnTerminal } from "./vmm/launch.ts";
 import { defaultGuestPaths, runDemo } from "./vmm/demo.ts";
-import { DeviceRegistry, formatPluginList, parseDeviceArgument } from "./devices/registry.ts";
+import { DeviceRegistry, formatPluginList } from "./devices/registry.ts";
 import { registerBuiltinDevices } from "./devices/builtin.ts";
 import { hasKvm } from "./kvm/kvm.ts";
 import { labDenoCommand, runInLab } from "./lab/lab.ts";
-import { formatError, parseCount, parseSize, UsageError } from "./vmm/cli_errors.ts";
+import { formatError, parseCount, UsageError } from "./vmm/cli_errors.ts";
+import { addVmFlags, usageExitCode, vmConfigFromFlags } from "./vmm/cli_flags.ts";
+import { vmConfigJsonSchemaText } from "./vmm/json_schema.ts";
+import { listVms, request } from "./vmm/control_client.ts";
+import { formatVmList, formatVmStat } from "./vmm/control_format.ts";
+import type { VmInfo, VmStats } from "./vmm/control_api.ts";
 import { writeAllStdout } from "./vmm/host_console.ts";
 import { registerPluginCommands } from "./vmm/plugin_cli.ts";
 
+/** The control verbs: command, endpoint, help. */
+const VM_VERBS = [
+  ["pause", "/vm/pause", "pause a running VM (its vCPUs stop)"],
+  ["resume", "/vm/resume", "resume a paused VM"],
+  ["shutdown", "/vm/shutdown", "ask a VM's guest to power off (ACPI power button)"],
+  ["stop", "/vm/stop", "stop a VM at once"],
+] as const;
+
 /** dvmm's version. */
 export const VERSION = "0.1.0";
-
-const collect = (value: string, previous: string[]) => [...previous, value];
 
 function program(): Command {
   const cli = new Command()
@@ -35,33 +49,42 @@ function program(): Command {
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(str) });
 
-  cli.command("run")
-    .description("boot a Linux guest; its serial console is this terminal (Ctrl-A x quits)")
-    .option("--kernel <bzImage>", "kernel image (default: dvmm's Debian kernel)")
-    .option("--initrd <file>", "initramfs (default with no --kernel: dvmm's generated initramfs)")
-    .option("--cmdline <args>", "extra kernel command line", "")
-    .addOption(new Option("--mem <size>", "guest memory, with K/M/G suffix").default("512M"))
-    .option("--cpus <n>", "vCPUs", "1")
-    .addOption(
-      new Option("--console <kind>", "guest console").choices(["serial"]).default("serial"),
-    )
-    .option("--device <plugin,key=value...>", "add a PCI device plugin (repeatable)", collect, [])
-    .option("--debug", "verbose VMM log and stack traces")
-    .action(async (o) => {
-      const exit = await runOnTerminal({
-        kernel: o.kernel,
-        initrd: o.initrd,
-        cmdline: o.cmdline,
-        memory: parseSize("--mem", o.mem),
-        cpus: parseCount("--cpus", o.cpus, 1, 255),
-        devices: o.device.map((d) => {
-          const a = parseDeviceArgument(d);
-          return { plugin: a.spec, options: a.options };
-        }),
-        debug: o.debug,
+  addVmFlags(
+    cli.command("run")
+      .description("boot a Linux guest; its serial console is this terminal (Ctrl-A x quits)"),
+  ).action(async (o) => {
+    const exit = await runOnTerminal(vmConfigFromFlags(o));
+    console.error(`dvmm: ${exit.message}`);
+    Deno.exit(exit.status);
+  });
+
+  cli.command("schema")
+    .description("print the JSON Schema of a VM config file (for editors)")
+    .action(() => console.log(vmConfigJsonSchemaText()));
+
+  cli.command("list")
+    .description("list the running VMs (those with a control socket)")
+    .option("--json", "machine-readable output")
+    .action(async (o) => console.log(formatVmList(await listVms(), { json: o.json })));
+
+  for (const [verb, path, what] of VM_VERBS) {
+    cli.command(verb)
+      .description(what)
+      .argument("<name>", "VM name")
+      .action(async (name) => {
+        const answer = await request(name, "PUT", path) as { state?: string };
+        console.log(`${name}: ${answer.state ?? "ok"}`);
       });
-      console.error(`dvmm: ${exit.message}`);
-      Deno.exit(exit.status);
+  }
+
+  cli.command("stat")
+    .description("show a VM's devices, BARs and exit counters")
+    .argument("<name>", "VM name")
+    .option("--json", "machine-readable output")
+    .action(async (name, o) => {
+      const info = await request(name, "GET", "/vm") as VmInfo;
+      const stats = await request(name, "GET", "/stats") as VmStats;
+      console.log(formatVmStat(info, stats, { json: o.json }));
     });
 
   cli.command("demo")
@@ -114,8 +137,10 @@ if (import.meta.main) {
   try {
     await program().parseAsync(Deno.args, { from: "user" });
   } catch (e) {
-    if (e instanceof CommanderError) Deno.exit(e.exitCode === 0 ? 0 : 2);
+    const usage = usageExitCode(e);
+    // Commander has already printed its own usage errors.
+    if (usage !== undefined && !(e instanceof UsageError)) Deno.exit(usage);
     console.error(formatError(e, debug));
-    Deno.exit(e instanceof UsageError ? 2 : 1);
+    Deno.exit(usage ?? 1);
   }
 }

@@ -3,18 +3,18 @@
  *
  * @example Boot the default guest and run a command in it
  * ```ts
- * import { createMachine, GuestConsole } from "./mod.ts";
- * let console: GuestConsole | undefined;
- * const vm = await createMachine({ memory: 256 << 20, cpus: 1 }, (b) => console?.feed(b));
- * console = new GuestConsole((b) => vm.sendInput(b));
- * vm.start();
- * await console.waitFor(/# $/m);
- * console.log((await console.run("uname -r")).output);
+ * import { startVm } from "./mod.ts";
+ * await using vm = await startVm({ memory: "256M", cpus: 2 });
+ * await vm.console.waitFor("# ");
+ * const { output, status } = await vm.console.run("uname -r");
+ * console.log(output, status, vm.stats());
  * ```
  *
  * @module
  */
 
+export { startVm, type StartVmOptions, Vm, type VmExit } from "./vmm/api.ts";
+export { ConfigError, parseVmConfig, type VmConfig, type VmConfigInput } from "./vmm/config.ts";
 export { createMachine, type LaunchOptions, runOnTerminal } from "./vmm/launch.ts";
 export {
   DEFAULT_CMDLINE,

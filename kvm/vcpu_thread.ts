@@ -15,16 +15,18 @@ import type { VcpuSetup } from "./types.ts";
 
 const IMMEDIATE_EXIT = offsetOf(kvmRun, "immediate_exit");
 
-let kickListeners = 0;
-const noop = () => {};
+let kickHandlerInstalled = false;
 
-/** Install (once per process) the SIGUSR2 handler that makes kicks interrupt KVM_RUN harmlessly. */
-function holdKickHandler(): void {
-  if (kickListeners++ === 0) Deno.addSignalListener("SIGUSR2", noop);
-}
-
-function releaseKickHandler(): void {
-  if (--kickListeners === 0) Deno.removeSignalListener("SIGUSR2", noop);
+/**
+ * Install (once per process, for good) the SIGUSR2 handler that makes kicks
+ * interrupt KVM_RUN harmlessly. It is never removed: a kick still in flight
+ * when the last vCPU ends would otherwise hit the default action and kill the
+ * process. (A signal listener does not keep Deno's event loop alive.)
+ */
+function installKickHandler(): void {
+  if (kickHandlerInstalled) return;
+  Deno.addSignalListener("SIGUSR2", () => {});
+  kickHandlerInstalled = true;
 }
 
 /** A running vCPU worker. */
@@ -52,7 +54,7 @@ export class VcpuThread {
     doorbell: SharedArrayBuffer,
   ) {
     this.channel = VcpuChannel.create(doorbell);
-    holdKickHandler();
+    installKickHandler();
     this.#worker = new Worker(new URL("./vcpu_worker.ts", import.meta.url), { type: "module" });
     let onReady!: () => void, onExit!: (e: VcpuExit) => void;
     this.ready = new Promise((r) => onReady = r);
@@ -130,6 +132,5 @@ export class VcpuThread {
     this.#done = true;
     this.#run = undefined;
     this.#worker.terminate();
-    releaseKickHandler();
   }
 }

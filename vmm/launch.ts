@@ -15,6 +15,12 @@ import { ensureGuestInitramfs } from "../guest/initramfs.ts";
 import { Machine, type MachineDevice, type MachineExit } from "./machine.ts";
 import { OutputBatcher, pumpStdin } from "./host_console.ts";
 import { registerBuiltinDevices } from "../devices/builtin.ts";
+import type { VmConfig } from "./config.ts";
+import { UsageError } from "./cli_errors.ts";
+import { BzImageError, parseBzImage } from "../x86/bzimage.ts";
+import { LoadError } from "../x86/loader.ts";
+import { openControlSocket } from "./control_socket.ts";
+import { machineControlTarget } from "./vm_control.ts";
 
 /** What to boot. */
 export interface LaunchOptions {
@@ -40,8 +46,8 @@ export interface LaunchOptions {
   debug?: boolean;
 }
 
-/** A file the user named could not be read: one clear line. */
-export class LaunchError extends Error {
+/** A file the user named could not be used: one clear line, exit status 2. */
+export class LaunchError extends UsageError {
   /** @param message what is wrong */
   constructor(message: string) {
     super(message);
@@ -112,6 +118,15 @@ export async function createMachine(
   log: Logger = consoleLogger(opts.debug ?? false),
 ): Promise<Machine> {
   const guest = await resolveGuest(opts);
+  // Say what is wrong with the kernel before anything else (even before opening /dev/kvm).
+  try {
+    parseBzImage(guest.kernel);
+  } catch (e) {
+    if (e instanceof BzImageError) {
+      throw new LaunchError(`kernel ${opts.kernel ?? ""}: ${e.message}`);
+    }
+    throw e;
+  }
   const registry = registerBuiltinDevices(new DeviceRegistry());
   try {
     const devices = await loadDevices(opts.devices, registry, { read: opts.pluginRead, log });
@@ -129,14 +144,63 @@ export async function createMachine(
     return machine;
   } catch (e) {
     registry.close();
+    if (e instanceof LoadError) throw new LaunchError(e.message);
     throw e;
   }
 }
 
-/** Run a guest on the host terminal until it ends. */
-export async function runOnTerminal(opts: LaunchOptions): Promise<MachineExit> {
+/**
+ * The launch for a validated {@linkcode VmConfig}: disks, rng, nets and the
+ * virtio console become their built-in virtio plugins, after the user's devices.
+ */
+export function launchOptionsFromConfig(config: VmConfig): LaunchOptions {
+  const devices: NonNullable<LaunchOptions["devices"]> = config.devices.map((d) => ({
+    plugin: d.plugin,
+    options: d.options,
+  }));
+  for (const disk of config.disks) {
+    devices.push({ plugin: "virtio-blk", options: { path: disk.path, readonly: disk.readonly } });
+  }
+  if (config.rng) devices.push({ plugin: "virtio-rng", options: {} });
+  for (const net of config.nets) {
+    devices.push({
+      plugin: "virtio-net",
+      options: { tap: net.tap, ...(net.mac ? { mac: net.mac } : {}) },
+    });
+  }
+  let cmdline = config.cmdline;
+  if (config.console === "virtio") {
+    devices.push({ plugin: "virtio-console", options: {} });
+    cmdline = `console=hvc0 ${cmdline}`.trim();
+  }
+  return {
+    kernel: config.kernel,
+    initrd: config.initrd,
+    cmdline,
+    memory: config.memory,
+    cpus: config.cpus,
+    devices,
+    debug: config.debug,
+  };
+}
+
+/**
+ * Run a guest on the host terminal until it ends, with its control socket
+ * open (unless disabled) while it runs.
+ */
+export async function runOnTerminal(config: VmConfig): Promise<MachineExit> {
   const out = new OutputBatcher();
-  const machine = await createMachine(opts, (b) => out.push(b));
+  const machine = await createMachine(launchOptionsFromConfig(config), (b) => out.push(b));
+  const api = config.api.enabled && config.api.socket
+    ? await openControlSocket({
+      name: config.name,
+      path: config.api.socket,
+      target: machineControlTarget(machine, config.name),
+    }).catch(async (e) => {
+      await machine.stop();
+      throw e;
+    })
+    : undefined;
   machine.start();
   const input = pumpStdin((b) => machine.sendInput(b), () => machine.stop("quit with Ctrl-A x"));
   const stopOnSignal = () => machine.stop("stopped by a signal");
@@ -147,6 +211,7 @@ export async function runOnTerminal(opts: LaunchOptions): Promise<MachineExit> {
   } finally {
     out.flush();
     input.stop();
+    await api?.close();
     Deno.removeSignalListener("SIGINT", stopOnSignal);
     Deno.removeSignalListener("SIGTERM", stopOnSignal);
   }

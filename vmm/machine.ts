@@ -137,6 +137,8 @@ export class Machine {
   #tail = "";
   #panicSeen = false;
   #setups: VcpuSetup[];
+  #pm: AcpiPm;
+  #startedAt = 0;
   // virtio wiring: MSIs and ioeventfds for PCI plugins.
   #platform: KvmPciPlatform;
 
@@ -159,7 +161,9 @@ export class Machine {
     this.pio.register(BigInt(PORTS.RTC), BigInt(RTC_PORT_COUNT), rtc, "cmos rtc");
     const pm = new AcpiPm({
       onPowerOff: () => this.#end({ reason: "poweroff", message: "guest powered off" }),
+      sci: line(IRQS.SCI),
     });
+    this.#pm = pm;
     this.pio.register(BigInt(PORTS.ACPI_PM1A_EVT), BigInt(ACPI_PM_PORT_SPAN), pm, "acpi pm");
     // Port 0x80 (POST codes, I/O delay) is written often by Linux: swallow it quietly.
     this.pio.register(0x80n, 1n, { read: (_o, d) => d.fill(0xff), write: () => {} }, "port 0x80");
@@ -242,6 +246,7 @@ export class Machine {
   start(): void {
     if (this.#state !== "created") throw new Error(`machine already ${this.#state}`);
     this.#state = "running";
+    this.#startedAt = performance.now();
     this.#dispatcher.start();
     for (let i = 0; i < this.config.cpus; i++) {
       const t = new VcpuThread(
@@ -274,6 +279,19 @@ export class Machine {
     if (this.#state !== "paused") return;
     for (const v of this.#vcpus) v.resume();
     this.#state = "running";
+  }
+
+  /**
+   * Ask the guest to power off: press the ACPI power button (the guest's ACPI
+   * button driver and its userspace decide what to do).
+   */
+  requestShutdown(): void {
+    this.#pm.pressPowerButton();
+  }
+
+  /** Milliseconds since {@linkcode start}. */
+  get uptimeMs(): number {
+    return this.#startedAt ? performance.now() - this.#startedAt : 0;
   }
 
   /** End the machine from the VMM side. */
