@@ -1,5 +1,6 @@
 /**
- * dvmm's public TypeScript API.
+ * dvmm's public TypeScript API: start VMs from the same config schema as the
+ * CLI, script their consoles, and write PCI device plugins.
  *
  * @example Boot the default guest and run a command in it
  * ```ts
@@ -14,20 +15,28 @@
  */
 
 export { startVm, type StartVmOptions, Vm, type VmExit } from "./vmm/api.ts";
-export { ConfigError, parseVmConfig, type VmConfig, type VmConfigInput } from "./vmm/config.ts";
-export { createMachine, type LaunchOptions, runOnTerminal } from "./vmm/launch.ts";
 export {
-  DEFAULT_CMDLINE,
-  EXIT_STATUS,
-  Machine,
-  type MachineConfig,
-  type MachineExit,
-} from "./vmm/machine.ts";
-export { GuestConsole, type RunResult } from "./vmm/guest_console.ts";
-export {
-  definePciDevice,
-  type PciDeviceContext,
-  type PciDeviceDefinition,
-} from "./devices/pci_device.ts";
-export { Bus, type BusDevice } from "./devices/bus.ts";
-export { GuestMemory, GuestMemoryError } from "./kvm/guest_memory.ts";
+  ConfigError,
+  type DescribePath,
+  parseVmConfig,
+  type ParseVmConfigOptions,
+  type VmConfig,
+  type VmConfigInput,
+  type VmSchemaOptions,
+} from "./vmm/config.ts";
+export { UsageError } from "./vmm/cli_errors.ts";
+export { ConsoleTimeoutError, GuestConsole, type RunResult } from "./vmm/guest_console.ts";
+export type {
+  VcpuStats,
+  VmBarInfo,
+  VmDeviceInfo,
+  VmInfo,
+  VmState,
+  VmStats,
+} from "./vmm/control_api.ts";
+export { EXIT_STATUS, type MachineExitReason } from "./vmm/machine.ts";
+export type { Logger } from "./devices/logger.ts";
+export * from "./devices/pci_device.ts";
+export { Bus, type BusDevice, type BusRange } from "./devices/bus.ts";
+export type { IrqLine } from "./devices/irq.ts";
+export { GuestMemory, GuestMemoryError, type MemoryRegion } from "./kvm/guest_memory.ts";

@@ -49,13 +49,16 @@ export class Vm implements AsyncDisposable {
   /** Resolves when the VM has ended. */
   readonly exited: Promise<VmExit>;
 
+  readonly #machine: Machine;
+
   /** @internal use {@linkcode startVm} */
   constructor(
     readonly config: VmConfig,
-    readonly machine: Machine,
+    machine: Machine,
     console: GuestConsole,
-    readonly socket: ControlSocket | undefined,
+    socket: ControlSocket | undefined,
   ) {
+    this.#machine = machine;
     this.console = console;
     this.exited = machine.exited.then(async (e) => {
       await socket?.close();
@@ -70,39 +73,39 @@ export class Vm implements AsyncDisposable {
 
   /** State, vCPUs, memory, devices with their current BARs. */
   info(): VmInfo {
-    return machineControlTarget(this.machine, this.name).info();
+    return machineControlTarget(this.#machine, this.name).info();
   }
 
   /** Exits by kind per vCPU, and uptime. */
   stats(): VmStats {
-    return machineControlTarget(this.machine, this.name).stats();
+    return machineControlTarget(this.#machine, this.name).stats();
   }
 
   /** Stop the vCPUs (they leave guest mode and are held). */
   pause(): Promise<void> {
-    return this.machine.pause();
+    return this.#machine.pause();
   }
 
   /** Let paused vCPUs run again. */
   resume(): Promise<void> {
-    this.machine.resume();
+    this.#machine.resume();
     return Promise.resolve();
   }
 
   /** Ask the guest to power off (ACPI power button). */
   shutdown(): void {
-    this.machine.requestShutdown();
+    this.#machine.requestShutdown();
   }
 
   /** End the VM now; resolves with how it ended. */
   async stop(): Promise<VmExit> {
-    await this.machine.stop("stopped by the API");
+    await this.#machine.stop("stopped by the API");
     return await this.exited;
   }
 
   /** `await using` support: stop the VM if it still runs. */
   async [Symbol.asyncDispose](): Promise<void> {
-    if (this.machine.state !== "stopped") await this.stop();
+    if (this.#machine.state !== "stopped") await this.stop();
     else await this.exited;
   }
 }
@@ -113,12 +116,14 @@ export class Vm implements AsyncDisposable {
  */
 export async function startVm(input: VmConfigInput, options: StartVmOptions = {}): Promise<Vm> {
   const config = parseVmConfig(input, "startVm");
-  let console: GuestConsole | undefined;
+  // The console needs the machine to send input, the machine the console to feed output.
+  const late: { machine?: Machine } = {};
+  const console = new GuestConsole((b) => late.machine?.sendInput(b) ?? 0);
   const machine = await createMachine(launchOptionsFromConfig(config), (bytes) => {
     options.onOutput?.(bytes);
-    console?.feed(bytes);
+    console.feed(bytes);
   }, options.log ?? nullLogger);
-  console = new GuestConsole((b) => machine.sendInput(b));
+  late.machine = machine;
   let socket: ControlSocket | undefined;
   if (config.api.enabled && config.api.socket) {
     try {

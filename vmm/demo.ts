@@ -12,7 +12,7 @@ import { ensureGuestInitramfs, GUEST_INIT_MARKER } from "../guest/initramfs.ts";
 import { createMachine } from "./launch.ts";
 import { GuestConsole } from "./guest_console.ts";
 import { OutputBatcher } from "./host_console.ts";
-import type { MachineExit } from "./machine.ts";
+import type { Machine, MachineExit } from "./machine.ts";
 
 /** Commands the demo types into the guest's shell. */
 export const DEMO_COMMANDS: readonly string[] = [
@@ -40,7 +40,9 @@ export interface DemoOptions {
 /** Boot the default guest on this machine's KVM, run {@linkcode DEMO_COMMANDS}, power off. */
 export async function runDemo(opts: DemoOptions = {}): Promise<MachineExit> {
   const out = new OutputBatcher();
-  let console: GuestConsole | undefined;
+  // The console needs the machine to send input, the machine the console to feed output.
+  const late: { machine?: Machine } = {};
+  const console = new GuestConsole((b) => late.machine?.sendInput(b) ?? 0);
   const machine = await createMachine({
     kernel: opts.kernel,
     initrd: opts.initrd,
@@ -49,9 +51,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<MachineExit> {
     cpus: opts.cpus ?? 2,
   }, (b) => {
     out.push(b);
-    console?.feed(b);
+    console.feed(b);
   });
-  console = new GuestConsole((b) => machine.sendInput(b));
+  late.machine = machine;
   const t0 = performance.now();
   machine.start();
   const ended = machine.exited.then((e) => {

@@ -25,7 +25,9 @@ export interface TestGuest {
 
 /** Boot the default guest (quiet kernel) and wait for its shell prompt. */
 export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<TestGuest> {
-  let console: GuestConsole | undefined;
+  // The console needs the machine to send input, the machine the console to feed output.
+  const late: { machine?: Machine } = {};
+  const console = new GuestConsole((b) => late.machine?.sendInput(b) ?? 0);
   const log = new RecordingLogger();
   const machine = await createMachine({
     memory: 256 * 1024 * 1024,
@@ -33,10 +35,10 @@ export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<Test
     ...opts,
     cmdline: ["quiet", opts.cmdline ?? ""].join(" ").trim(),
   }, (b) => {
-    console?.feed(b);
+    console.feed(b);
     if (Deno.env.get("DVMM_DEBUG")) Deno.stdout.writeSync(b);
   }, log);
-  console = new GuestConsole((b) => machine.sendInput(b));
+  late.machine = machine;
   machine.start();
   try {
     await console.waitFor(GUEST_INIT_MARKER, 180_000);
