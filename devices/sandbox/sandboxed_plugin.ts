@@ -57,7 +57,10 @@ export interface SandboxOptions {
   readonly read?: readonly string[];
   /** Deadline of one call into the plugin, in ms (default {@linkcode DEFAULT_CALL_TIMEOUT_MS}). */
   readonly timeoutMs?: number;
-  /** Deadline for importing the plugin and extracting its manifest (default 15000 ms). */
+  /**
+   * Deadline for importing the plugin and extracting its manifest, and for
+   * the options and create calls (default {@linkcode DEFAULT_LOAD_TIMEOUT_MS}).
+   */
   readonly loadTimeoutMs?: number;
   /** After a call the worker keeps polling this long before yielding its event loop (default 2 ms). */
   readonly spinMs?: number;
@@ -67,6 +70,9 @@ export interface SandboxOptions {
 
 /** Default deadline of one call (an MMIO access, a hook) into a sandboxed plugin. */
 export const DEFAULT_CALL_TIMEOUT_MS = 100;
+
+/** Default deadline of loading a plugin and of its options and create calls. */
+export const DEFAULT_LOAD_TIMEOUT_MS = 15_000;
 
 /** The Deno permissions a sandboxed plugin's worker gets. */
 export interface SandboxPermissions {
@@ -122,6 +128,7 @@ export class SandboxedPlugin {
   readonly #worker: Worker;
   readonly #channel: SandboxChannel;
   readonly #timeoutMs: number;
+  readonly #setupTimeoutMs: number;
   readonly #log: Logger | undefined;
   readonly #tag: string;
   readonly #contexts = new Map<number, PciDeviceContext<unknown>>();
@@ -145,6 +152,7 @@ export class SandboxedPlugin {
     this.#worker = init.worker;
     this.#channel = init.channel;
     this.#timeoutMs = init.options.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    this.#setupTimeoutMs = init.options.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
     this.#log = init.options.log;
     const m = init.manifest;
     const f = m.fields;
@@ -191,7 +199,7 @@ export class SandboxedPlugin {
       throw new PluginError(source, `cannot start the sandbox: ${why}${hint}`, { cause: e });
     }
     const channel = new SandboxChannel();
-    const loadTimeoutMs = options.loadTimeoutMs ?? 15_000;
+    const loadTimeoutMs = options.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let manifest: WireManifest;
     try {
@@ -407,7 +415,11 @@ export class SandboxedPlugin {
     Atomics.store(ctrl, CTRL.STATE, STATE.CALL);
     Atomics.add(ctrl, CTRL.SEQ, 1);
     Atomics.notify(ctrl, CTRL.SEQ);
-    let deadline = performance.now() + this.#timeoutMs;
+    // Options and create run once, maybe JIT-cold on a slow (emulated) CPU: the load deadline.
+    const limit = op === CALL.PARSE_OPTIONS || op === CALL.CREATE
+      ? this.#setupTimeoutMs
+      : this.#timeoutMs;
+    let deadline = performance.now() + limit;
     try {
       for (;;) {
         const state = Atomics.load(ctrl, CTRL.STATE);
@@ -416,7 +428,7 @@ export class SandboxedPlugin {
           this.#serveCallback();
           Atomics.store(ctrl, CTRL.STATE, STATE.CALLBACK_DONE);
           Atomics.notify(ctrl, CTRL.STATE);
-          deadline = performance.now() + this.#timeoutMs;
+          deadline = performance.now() + limit;
           continue;
         }
         if (state !== STATE.CALL && state !== STATE.CALLBACK_DONE) {
@@ -424,7 +436,7 @@ export class SandboxedPlugin {
         }
         const left = deadline - performance.now();
         if (left <= 0) {
-          this.#fail(`${what}: no answer within ${this.#timeoutMs} ms (hung?)`);
+          this.#fail(`${what}: no answer within ${limit} ms (hung?)`);
           return { error: `plugin sandbox failed: ${this.#failure}`, failed: true };
         }
         Atomics.wait(ctrl, CTRL.STATE, state, left);
