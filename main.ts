@@ -20,7 +20,7 @@ import { defaultGuestPaths, runDemo } from "./vmm/demo.ts";
 import { DeviceRegistry, formatPluginList } from "./devices/registry.ts";
 import { registerBuiltinDevices } from "./devices/builtin.ts";
 import { hasKvm } from "./kvm/kvm.ts";
-import { labDenoCommand, runInLab } from "./lab/lab.ts";
+import { runInLab } from "./lab/lab.ts";
 import { formatError, parseCount, UsageError } from "./vmm/cli_errors.ts";
 import { addVmFlags, usageExitCode, vmConfigFromFlags } from "./vmm/cli_flags.ts";
 import { vmConfigJsonSchemaText } from "./vmm/json_schema.ts";
@@ -29,6 +29,7 @@ import { formatVmList, formatVmStat } from "./vmm/control_format.ts";
 import type { VmInfo, VmStats } from "./vmm/control_api.ts";
 import { writeAllStdout } from "./vmm/host_console.ts";
 import { registerPluginCommands } from "./vmm/plugin_cli.ts";
+import { selfCommand, selfDirectory } from "./vmm/self_command.ts";
 
 /** The control verbs: command, endpoint, help. */
 const VM_VERBS = [
@@ -95,18 +96,13 @@ function program(): Command {
       if (hasKvm()) Deno.exit((await runDemo({ cpus })).status);
       console.error("dvmm: no /dev/kvm here; running the demo in the nested KVM lab (QEMU/TCG)");
       const paths = await defaultGuestPaths();
-      const root = new URL(".", import.meta.url).pathname;
-      const args = [
-        "run",
-        "-A",
-        "--no-check",
-        `${root}main.ts`,
-        "demo-here",
-        "--cpus",
-        String(cpus),
-      ];
+      // Compile-safe: runs this same dvmm (source checkout or binary) inside the lab.
+      const args = ["demo-here", "--cpus", String(cpus)];
       args.push("--kernel", paths.kernel, "--initrd", paths.initrd);
-      const r = await runInLab(labDenoCommand(args), { cwd: root, onOutput: writeAllStdout });
+      const r = await runInLab(selfCommand(args), {
+        cwd: selfDirectory(),
+        onOutput: writeAllStdout,
+      });
       Deno.exit(r.status);
     });
 
