@@ -9,6 +9,9 @@
 import { ensureHostPackages } from "../lab/host_packages.ts";
 import { labDenoCommand, runInLab } from "../lab/lab.ts";
 import { hasKvm } from "../kvm/kvm.ts";
+import { defaultGuestPaths } from "../vmm/demo.ts";
+import { dvmmCacheDir } from "../guest/cache_dir.ts";
+import { benchPluginAccess } from "./plugin_access.ts";
 
 const here = new URL(".", import.meta.url).pathname;
 const root = new URL("..", import.meta.url).pathname;
@@ -23,7 +26,8 @@ const dir = await Deno.makeTempDir({ prefix: "dvmm-bench-" });
 try {
   await run("gcc", ["-O2", "-o", `${dir}/c_reference`, `${here}c_reference.c`]);
   await run("nasm", ["-f", "bin", "-o", `${dir}/pio_loop.bin`, `${here}guests/pio_loop.asm`]);
-  const args = ["run", "-A", "--no-check", `${here}in_lab.ts`, dir];
+  const guest = await defaultGuestPaths();
+  const args = ["run", "-A", "--no-check", `${here}in_lab.ts`, dir, guest.kernel, guest.initrd];
   let output = "";
   const collect = (chunk: Uint8Array) => {
     Deno.stdout.writeSync(chunk);
@@ -35,7 +39,11 @@ try {
     collect(r.stdout);
     if (!r.success) Deno.exit(1);
   } else {
+    const env: Record<string, string> = { DVMM_CACHE_DIR: dvmmCacheDir() };
+    const rounds = Deno.env.get("DVMM_BENCH_ROUNDS");
+    if (rounds) env.DVMM_BENCH_ROUNDS = rounds;
     const r = await runInLab(labDenoCommand(args), {
+      env,
       cwd: root,
       shares: [dir],
       onOutput: collect,
@@ -43,6 +51,13 @@ try {
     });
     if (r.status !== 0) Deno.exit(r.status);
   }
+  // Host-side (no KVM): plugin BAR access cost, in-process vs sandboxed.
+  const access = await benchPluginAccess();
+  output +=
+    `RESULT: plugin BAR access: in-process ${access.inProcessNs.toFixed(0)} ns, sandboxed ` +
+    `${access.sandboxedNs.toFixed(0)} ns, ratio sandboxed/in-process = ${
+      (access.sandboxedNs / access.inProcessNs).toFixed(1)
+    }\n`;
   console.log("\n== dvmm benchmarks ==");
   for (const line of output.split("\n")) {
     if (line.startsWith("RESULT: ")) console.log(line.slice(8));

@@ -1,0 +1,125 @@
+/**
+ * Boot-to-init benchmark (runs where /dev/kvm is): the time from starting
+ * the VMM process to the guest's init printing its marker on the serial
+ * console, for dvmm and for QEMU with KVM (`-M microvm,rtc=on` and `-M pc`),
+ * on the same kernel, initramfs and command line, alternating, several
+ * rounds. Prints medians and the ratios.
+ *
+ * @module
+ */
+
+import { GUEST_INIT_MARKER } from "../guest/initramfs.ts";
+import { ratioLine } from "./stats.ts";
+
+/** Kernel arguments every contender gets (dvmm adds `console=ttyS0 panic=-1` itself). */
+export const BENCH_CMDLINE = "quiet reboot=t";
+
+/** Spawn `cmd`, return seconds until `marker` shows on its stdout, then kill it. */
+export async function timeToMarker(
+  cmd: string,
+  args: string[],
+  marker: string,
+  timeoutMs = 120_000,
+): Promise<number> {
+  const t0 = performance.now();
+  const child = new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "null" })
+    .spawn();
+  const reader = child.stdout.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`${cmd} ended before '${marker}':\n${text.slice(-1500)}`);
+      text += decoder.decode(value, { stream: true });
+      if (text.includes(marker)) return (performance.now() - t0) / 1000;
+    }
+  } finally {
+    clearTimeout(timer);
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await reader.cancel().catch(() => {});
+    await child.status;
+  }
+}
+
+/** Run the boot benchmark with `kernel` and `initrd`. */
+export async function benchBootTime(kernel: string, initrd: string, rounds = 3): Promise<string[]> {
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const dvmmArgs = [
+    "run",
+    "-A",
+    "--no-check",
+    "--cached-only",
+    main,
+    "run",
+    "--no-api",
+    "--kernel",
+    kernel,
+    "--initrd",
+    initrd,
+    "--mem",
+    "256M",
+    "--cpus",
+    "1",
+    "--cmdline",
+    BENCH_CMDLINE,
+  ];
+  const qemu = (machine: string) => [
+    "-accel",
+    "kvm",
+    "-M",
+    machine,
+    "-cpu",
+    "host",
+    "-m",
+    "256",
+    "-smp",
+    "1",
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-serial",
+    "stdio",
+    "-no-reboot",
+    "-kernel",
+    kernel,
+    "-initrd",
+    initrd,
+    "-append",
+    `console=ttyS0 panic=-1 ${BENCH_CMDLINE}`,
+  ];
+  const times = { dvmm: [] as number[], microvm: [] as number[], pc: [] as number[] };
+  for (let round = 0; round < rounds; round++) {
+    times.dvmm.push(await timeToMarker(Deno.execPath(), dvmmArgs, GUEST_INIT_MARKER));
+    times.microvm.push(
+      await timeToMarker("qemu-system-x86_64", qemu("microvm,rtc=on"), GUEST_INIT_MARKER),
+    );
+    times.pc.push(await timeToMarker("qemu-system-x86_64", qemu("pc"), GUEST_INIT_MARKER));
+    console.log(
+      `round ${round + 1}: dvmm ${times.dvmm.at(-1)!.toFixed(2)} s, QEMU microvm ${
+        times.microvm.at(-1)!.toFixed(2)
+      } s, ` +
+        `QEMU pc ${times.pc.at(-1)!.toFixed(2)} s`,
+    );
+  }
+  return [
+    ratioLine(
+      "boot to init",
+      { label: "dvmm", values: times.dvmm },
+      { label: "QEMU-microvm", values: times.microvm },
+      "s",
+      {
+        op: "<=",
+        value: 0.84,
+      },
+    ),
+    ratioLine("boot to init", { label: "dvmm", values: times.dvmm }, {
+      label: "QEMU-pc",
+      values: times.pc,
+    }, "s"),
+  ];
+}
