@@ -1,6 +1,8 @@
 /**
- * dvmm's public TypeScript API: start VMs from the same config schema as the
- * CLI, script their consoles, and write PCI device plugins.
+ * dvmm's public TypeScript API for scripting launches: start VMs from the
+ * same config schema as the CLI, script their consoles, pause, resume and
+ * stop them, read their counters. (Device plugins import the plugin contract
+ * from `devices/pci_device.ts`; see docs/plugins.md.)
  *
  * @example Boot the default guest and run a command in it
  * ```ts
@@ -20,6 +22,7 @@ export {
   type DescribePath,
   parseVmConfig,
   type ParseVmConfigOptions,
+  type PluginOptionValue,
   type VmConfig,
   type VmConfigInput,
   type VmSchemaOptions,
@@ -36,7 +39,3 @@ export type {
 } from "./vmm/control_api.ts";
 export { EXIT_STATUS, type MachineExitReason } from "./vmm/machine.ts";
 export type { Logger } from "./devices/logger.ts";
-export * from "./devices/pci_device.ts";
-export { Bus, type BusDevice, type BusRange } from "./devices/bus.ts";
-export type { IrqLine } from "./devices/irq.ts";
-export { GuestMemory, GuestMemoryError, type MemoryRegion } from "./kvm/guest_memory.ts";

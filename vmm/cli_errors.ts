@@ -7,7 +7,10 @@
 
 /** A bad flag or config value: exit status 2. */
 export class UsageError extends Error {
-  /** @param message one line naming the flag or field */
+  /**
+   * A usage error.
+   * @param message one line naming the flag or field
+   */
   constructor(message: string) {
     super(message);
     this.name = "UsageError";

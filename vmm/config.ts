@@ -287,10 +287,86 @@ export function vmConfigSchema(options: VmSchemaOptions = {}) {
 
 /** The schema's type. */
 export type VmConfigSchema = ReturnType<typeof vmConfigSchema>;
-/** A validated VM config: defaults applied, paths absolute, memory in bytes. */
-export type VmConfig = z.output<VmConfigSchema>;
-/** What users write (TS API, JSON file): everything but nothing required. */
-export type VmConfigInput = z.input<VmConfigSchema>;
+
+/** A plugin option value. */
+export type PluginOptionValue = string | number | boolean;
+
+/**
+ * A validated VM config: defaults applied, paths absolute, memory in bytes.
+ * Written out (rather than only inferred) so the public API documents it; a
+ * type check below keeps it identical to what the schema produces.
+ */
+export interface VmConfig {
+  /** The JSON schema URL a config file named, if any. */
+  $schema?: string | undefined;
+  /** VM name (names the control socket). */
+  name: string;
+  /** Kernel bzImage; undefined: dvmm's default Debian kernel. */
+  kernel?: string | undefined;
+  /** Initramfs; undefined with the default kernel: dvmm's initramfs. */
+  initrd?: string | undefined;
+  /** Extra kernel arguments. */
+  cmdline: string;
+  /** Guest RAM in bytes. */
+  memory: number;
+  /** vCPUs. */
+  cpus: number;
+  /** Console device. */
+  console: "serial" | "virtio";
+  /** Block devices, in order. */
+  disks: { path: string; readonly: boolean }[];
+  /** Network interfaces on host taps. */
+  nets: { tap: string; mac?: string | undefined }[];
+  /** Add a virtio-rng device. */
+  rng: boolean;
+  /** PCI devices from plugins. */
+  devices: { plugin: string; options: Record<string, PluginOptionValue> }[];
+  /** The control socket (socket is set whenever enabled). */
+  api: { enabled: boolean; socket: string | undefined };
+  /** Verbose VMM logging. */
+  debug: boolean;
+}
+
+/** What users write (TS API, JSON file): every field optional, memory as `"512M"` or bytes. */
+export interface VmConfigInput {
+  /** The JSON schema of the file, for editors. */
+  $schema?: string | undefined;
+  /** VM name (default generated). */
+  name?: string | undefined;
+  /** Kernel bzImage path. */
+  kernel?: string | undefined;
+  /** Initramfs path. */
+  initrd?: string | undefined;
+  /** Extra kernel arguments. */
+  cmdline?: string | undefined;
+  /** Guest RAM: bytes or a size like `"512M"` (default 512M). */
+  memory?: string | number | undefined;
+  /** vCPUs (default 1). */
+  cpus?: number | undefined;
+  /** Console device (default serial). */
+  console?: "serial" | "virtio" | undefined;
+  /** Block devices. */
+  disks?: { path: string; readonly?: boolean | undefined }[] | undefined;
+  /** Network interfaces. */
+  nets?: { tap: string; mac?: string | undefined }[] | undefined;
+  /** Add a virtio-rng device. */
+  rng?: boolean | undefined;
+  /** PCI devices from plugins. */
+  devices?:
+    | { plugin: string; options?: Record<string, PluginOptionValue> | undefined }[]
+    | undefined;
+  /** The control socket. */
+  api?: { socket?: string | undefined; enabled?: boolean | undefined } | undefined;
+  /** Verbose VMM logging. */
+  debug?: boolean | undefined;
+}
+
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+// Compile-time proof that the written-out types are exactly the schema's.
+const _outputMatchesSchema: Same<VmConfig, z.output<VmConfigSchema>> = true;
+const _inputMatchesSchema: Same<VmConfigInput, z.input<VmConfigSchema>> = true;
+void _outputMatchesSchema, _inputMatchesSchema;
+
 /** One disk of a validated config. */
 export type DiskConfig = VmConfig["disks"][number];
 /** One network interface of a validated config. */

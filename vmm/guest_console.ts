@@ -9,6 +9,7 @@
 /** Thrown when `waitFor` or `run` times out; carries the tail of the output. */
 export class ConsoleTimeoutError extends Error {
   /**
+   * A timeout while waiting for console output.
    * @param what what was awaited
    * @param timeoutMs how long
    * @param tail the last output seen
@@ -41,7 +42,10 @@ export class GuestConsole {
   #waiters: Waiter[] = [];
   #commands = 0;
 
-  /** @param send delivers bytes to the guest (returns how many it took) */
+  /**
+   * A console that types into the guest with `send`.
+   * @param send delivers bytes to the guest (returns how many it took)
+   */
   constructor(readonly send: (bytes: Uint8Array) => number) {}
 
   /** Everything the guest printed so far. */
