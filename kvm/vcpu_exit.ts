@@ -6,6 +6,7 @@
  */
 
 import type { Regs, Sregs } from "./types.ts";
+import { kvmRegs } from "./kvm_structs.ts";
 
 /** Why a vCPU stopped running. */
 export type VcpuExitKind =
@@ -39,24 +40,8 @@ const hex = (v: bigint, width = 16) => v.toString(16).padStart(width, "0");
 /** A multi-line register dump for an exit report. */
 export function formatRegisterDump(regs: Regs, sregs?: Sregs): string {
   const r = regs as unknown as Record<string, bigint>;
-  const names = [
-    "rax",
-    "rbx",
-    "rcx",
-    "rdx",
-    "rsi",
-    "rdi",
-    "rsp",
-    "rbp",
-    "r8",
-    "r9",
-    "r10",
-    "r11",
-    "r12",
-    "r13",
-    "r14",
-    "r15",
-  ];
+  // The general purpose registers, in kvm_regs order (rip and rflags get their own line).
+  const names = Object.keys(kvmRegs.fields).filter((n) => n !== "rip" && n !== "rflags");
   const lines: string[] = [];
   for (let i = 0; i < names.length; i += 4) {
     lines.push(names.slice(i, i + 4).map((n) => `${n.padStart(3)}=${hex(r[n])}`).join(" "));

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Dtable, Regs, Segment } from "../kvm/types.ts";
+import type { Regs, Sregs } from "../kvm/types.ts";
 import { CODE64_SEGMENT, DATA_SEGMENT, LDT_SEGMENT, TSS_SEGMENT } from "./gdt.ts";
 
 /** CR0 bits. */
@@ -42,37 +42,29 @@ export const EFER = {
 /** RFLAGS at entry: only the always-one bit 1 (IF clear). */
 export const BOOT_RFLAGS = 0x2n;
 
-/** Segment and control registers dvmm sets at boot (the rest of kvm_sregs keeps KVM's reset state). */
-export interface BootSregs {
-  /** Code segment (`__BOOT_CS`). */
-  cs: Segment;
-  /** Data segments (`__BOOT_DS`). */
-  ds: Segment;
-  /** Data segments (`__BOOT_DS`). */
-  es: Segment;
-  /** Data segments (`__BOOT_DS`). */
-  fs: Segment;
-  /** Data segments (`__BOOT_DS`). */
-  gs: Segment;
-  /** Stack segment (`__BOOT_DS`). */
-  ss: Segment;
-  /** Task register (a busy 64-bit TSS, as VMX requires). */
-  tr: Segment;
-  /** LDT (none). */
-  ldt: Segment;
-  /** GDTR. */
-  gdt: Dtable;
-  /** IDTR (empty). */
-  idt: Dtable;
-  /** PE | ET | NE | PG. */
-  cr0: bigint;
-  /** The PML4 address. */
-  cr3: bigint;
-  /** PAE. */
-  cr4: bigint;
-  /** LME | LMA. */
-  efer: bigint;
-}
+/**
+ * Segment and control registers dvmm sets at boot: cs (`__BOOT_CS`), ds/es/fs/gs/ss
+ * (`__BOOT_DS`), tr (a busy 64-bit TSS, as VMX requires), ldt (none), gdt, idt (empty),
+ * cr0 (PE | ET | NE | PG), cr3 (the PML4), cr4 (PAE), efer (LME | LMA). The rest of
+ * kvm_sregs keeps KVM's reset state.
+ */
+export type BootSregs = Pick<
+  Sregs,
+  | "cs"
+  | "ds"
+  | "es"
+  | "fs"
+  | "gs"
+  | "ss"
+  | "tr"
+  | "ldt"
+  | "gdt"
+  | "idt"
+  | "cr0"
+  | "cr3"
+  | "cr4"
+  | "efer"
+>;
 
 /** The full entry state of the bootstrap processor. */
 export interface BootCpuState {
