@@ -8,9 +8,15 @@
  *   `/lib/modules/<version>/` (decompressed, ready for busybox `insmod`), their
  *   load order in `/etc/dvmm/modules`, and `/bin/dvmm-load-modules`, which
  *   insmods them all in that order (skipping ones that fail);
+ * - the ACPI power button: `/bin/dvmm-power-button` loads `evdev` and
+ *   `button` and starts busybox `acpid`, whose handler
+ *   `/etc/acpi/PWRF/00000080` syncs and powers off (`poweroff -f`), so the
+ *   VMM's power-button press ({@linkcode POWER_BUTTON_MODULES}) shuts the
+ *   guest down cleanly;
  * - `/init`: mounts proc, sysfs, devtmpfs, devpts and a tmpfs on /tmp, prints
- *   {@linkcode GUEST_INIT_MARKER} on the console, optionally loads the modules,
- *   runs the caller's snippet, then starts a shell on the console
+ *   {@linkcode GUEST_INIT_MARKER} on the console, arms the power button
+ *   (unless `powerButton: false`), optionally loads the modules, runs the
+ *   caller's snippet, then starts a shell on the console
  *   (`setsid cttyhack sh`); when that shell exits it powers off (`poweroff -f`).
  *
  * A caller adds files and an init snippet (e.g. `dvmm-load-modules; mount
@@ -49,6 +55,11 @@ export interface GuestInitramfsOptions {
   files?: readonly GuestFile[];
   /** Shell code run by /init (busybox sh) after the marker, before the console shell. */
   initSnippet?: string;
+  /**
+   * Arm the ACPI power button in /init (load {@linkcode POWER_BUTTON_MODULES},
+   * start acpid) so a VMM shutdown request powers the guest off. Default true.
+   */
+  powerButton?: boolean;
 }
 
 /** Printed on the console by /init once it runs (tests wait for it). */
@@ -71,7 +82,19 @@ export const DEFAULT_GUEST_MODULES: readonly string[] = [
   "virtio-rng",
   "crc32c_generic",
   "ext4",
+  "evdev",
+  "button",
 ];
+
+/**
+ * Modules the power button needs: `button` (the ACPI fixed power button
+ * becomes an input device reporting KEY_POWER) and `evdev` (its
+ * /dev/input/event* node, which acpid reads). Included by default.
+ */
+export const POWER_BUTTON_MODULES: readonly string[] = ["evdev", "button"];
+
+/** Where the power-button handler lives (busybox acpid runs `<confdir>/PWRF/00000080`). */
+export const POWER_BUTTON_HANDLER = "/etc/acpi/PWRF/00000080";
 
 /** Build the initramfs in memory. */
 export async function buildGuestInitramfs(
@@ -79,7 +102,7 @@ export async function buildGuestInitramfs(
 ): Promise<Uint8Array> {
   const kernel = opts.kernel ?? await ensureKernel();
   const cpio = new CpioWriter();
-  for (const dir of ["proc", "sys", "dev", "tmp", "mnt", "root", "etc/dvmm"]) {
+  for (const dir of ["proc", "sys", "dev", "tmp", "mnt", "root", "run", "etc/dvmm", "etc/acpi"]) {
     cpio.dir(dir, dir === "tmp" ? 0o1777 : 0o755);
   }
   cpio.charDevice("dev/console", 5, 1);
@@ -92,6 +115,9 @@ export async function buildGuestInitramfs(
   for (const m of modules) cpio.file(`${modDir}/${m.fileName}`, m.data);
   cpio.file("etc/dvmm/modules", modules.map((m) => `/${modDir}/${m.fileName}\n`).join(""));
   cpio.file("bin/dvmm-load-modules", LOAD_MODULES, 0o755);
+  cpio.file("bin/dvmm-power-button", POWER_BUTTON_SETUP, 0o755);
+  cpio.dir("etc/acpi/PWRF", 0o755);
+  cpio.file(POWER_BUTTON_HANDLER.slice(1), POWER_BUTTON_ACTION, 0o755);
   cpio.file("etc/hostname", "dvmm-guest\n");
   cpio.file("init", initScript(opts), 0o755);
   for (const f of opts.files ?? []) cpio.file(f.path, f.data, f.mode ?? 0o644);
@@ -113,6 +139,7 @@ export async function ensureGuestInitramfs(opts: GuestInitramfsOptions = {}): Pr
     modules: opts.modules ?? DEFAULT_GUEST_MODULES,
     init: initScript(opts),
     loadModules: LOAD_MODULES,
+    powerButton: [POWER_BUTTON_SETUP, POWER_BUTTON_ACTION],
     files,
   };
   return await cachedAsset(
@@ -136,7 +163,9 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmp /tmp
 hostname -F /etc/hostname
 echo "${GUEST_INIT_MARKER}"
-${opts.loadModules ? "dvmm-load-modules\n" : ""}# --- caller snippet ---
+${opts.powerButton ?? true ? "dvmm-power-button\n" : ""}${
+    opts.loadModules ? "dvmm-load-modules\n" : ""
+  }# --- caller snippet ---
 ${opts.initSnippet ?? ""}
 # --- end of caller snippet ---
 setsid cttyhack sh
@@ -145,8 +174,33 @@ poweroff -f
 }
 
 const LOAD_MODULES = `#!/bin/sh
-# Load the initramfs's modules in dependency order; report failures, keep going.
+# Load the initramfs's modules in dependency order (skipping loaded ones); report failures, keep going.
 while read ko; do
+  name=\${ko##*/}
+  name=\${name%.ko}
+  [ -d "/sys/module/\${name//-/_}" ] && continue
   insmod "$ko" || echo "dvmm-load-modules: insmod $ko failed" >&2
 done </etc/dvmm/modules
+`;
+
+/** Loads the power-button modules (when present) and starts acpid; returns once acpid listens. */
+const POWER_BUTTON_SETUP = `#!/bin/sh
+# Arm the ACPI power button: evdev + button give /dev/input/event*, acpid runs
+# /etc/acpi/PWRF/00000080 on KEY_POWER. Quiet; does nothing without the modules.
+for m in ${POWER_BUTTON_MODULES.join(" ")}; do
+  [ -d /sys/module/$m ] && continue
+  ko=$(grep "/$m.ko$" /etc/dvmm/modules) && insmod "$ko" 2>/dev/null
+done
+[ -e /dev/input/event0 ] || exit 0
+acpid -c /etc/acpi -l /dev/null -p /run/acpid.pid
+# acpid writes its pid file once it has opened the event devices.
+i=0
+while [ ! -s /run/acpid.pid ] && [ $i -lt 100 ]; do usleep 10000; i=$((i + 1)); done
+`;
+
+/** acpid's power-button action: flush and power off. */
+const POWER_BUTTON_ACTION = `#!/bin/sh
+echo "dvmm-guest: power button pressed, powering off" >/dev/console
+sync
+poweroff -f
 `;

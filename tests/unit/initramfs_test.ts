@@ -5,6 +5,7 @@ import {
   ensureGuestInitramfs,
   GUEST_INIT_MARKER,
   initScript,
+  POWER_BUTTON_HANDLER,
 } from "../../guest/initramfs.ts";
 import { findOnPath } from "../../guest/host_tool.ts";
 import { makeFakeKernel } from "./fake_kernel.ts";
@@ -39,6 +40,8 @@ const fakeModules = [
   { path: "kernel/fs/mbcache.ko" },
   { path: "kernel/lib/crc16.ko" },
   { path: "kernel/fs/ext4/ext4.ko", depends: ["jbd2", "mbcache", "crc16"] },
+  { path: "kernel/drivers/input/evdev.ko" },
+  { path: "kernel/drivers/acpi/button.ko" },
 ];
 
 Deno.test({
@@ -143,5 +146,60 @@ Deno.test({
         if (saved === undefined) Deno.env.delete("DVMM_CACHE_DIR");
         else Deno.env.set("DVMM_CACHE_DIR", saved);
       }
+    }),
+});
+
+Deno.test({
+  name:
+    "guest initramfs arms the ACPI power button: init starts acpid whose PWRF handler powers off",
+  ignore: !haveBusybox,
+  fn: () =>
+    withFakeKernel(async (root) => {
+      const kernel = await makeFakeKernel(root, fakeModules);
+      const byPath = new Map(
+        readCpio(await buildGuestInitramfs({ kernel })).map((r) => [r.path, r]),
+      );
+      const order = text(byPath.get("etc/dvmm/modules")!.data);
+      assert.ok(order.includes("/evdev.ko\n") && order.includes("/button.ko\n"), order);
+      const setup = text(byPath.get("bin/dvmm-power-button")!.data);
+      assert.equal(byPath.get("bin/dvmm-power-button")!.perm, 0o755);
+      assert.match(setup, /for m in evdev button; do/);
+      assert.match(setup, /acpid -c \/etc\/acpi /);
+      const handler = byPath.get(POWER_BUTTON_HANDLER.slice(1))!;
+      assert.equal(handler.perm, 0o755);
+      assert.match(text(handler.data), /^#!\/bin\/sh\n[^]*poweroff -f\n$/);
+      assert.equal(byPath.get("etc/acpi/PWRF")?.kind, "dir");
+      const init = text(byPath.get("init")!.data);
+      const marker = init.indexOf(GUEST_INIT_MARKER);
+      const arm = init.indexOf("dvmm-power-button");
+      assert.ok(marker > 0 && arm > marker && arm < init.indexOf("setsid cttyhack sh"));
+      assert.ok(!initScript({ powerButton: false }).includes("dvmm-power-button"));
+    }),
+});
+
+Deno.test({
+  name: "dvmm-load-modules skips modules already loaded (power-button ones loaded by init)",
+  ignore: !haveBusybox,
+  fn: () =>
+    withFakeKernel(async (root) => {
+      const kernel = await makeFakeKernel(root, fakeModules);
+      const byPath = new Map(
+        readCpio(await buildGuestInitramfs({ kernel })).map((r) => [r.path, r]),
+      );
+      const script = text(byPath.get("bin/dvmm-load-modules")!.data);
+      // Run it under busybox sh with a fake /sys/module and insmod that records its argument.
+      const dir = `${root}/run`;
+      await Deno.mkdir(`${dir}/sys/module/virtio_rng`, { recursive: true });
+      await Deno.mkdir(`${dir}/sys/module/evdev`, { recursive: true });
+      const list = "/l/virtio.ko\n/l/virtio-rng.ko\n/l/evdev.ko\n/l/button.ko\n";
+      await Deno.writeTextFile(`${dir}/modules`, list);
+      const patched = script.replaceAll("/sys/module", `${dir}/sys/module`)
+        .replace("/etc/dvmm/modules", `${dir}/modules`);
+      const busybox = Deno.env.get("DVMM_BUSYBOX") || "/bin/busybox";
+      const out = await new Deno.Command(busybox, {
+        args: ["sh", "-c", `insmod() { echo "$1"; }\n${patched}`],
+        stdout: "piped",
+      }).output();
+      assert.equal(text(out.stdout), "/l/virtio.ko\n/l/button.ko\n");
     }),
 });
