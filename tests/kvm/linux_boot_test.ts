@@ -3,7 +3,7 @@
  * shell, on 1, 2 and 4 vCPUs, sees the PCI devices dvmm placed, and every
  * way the guest can end maps to its documented exit status.
  */
-import { deepStrictEqual, match, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { bootShell, waitExit } from "./guest.ts";
 import { REGISTER_FILE_ID } from "../../examples/register_file.ts";
 
@@ -17,6 +17,10 @@ Deno.test("Linux boots to a shell on 2 vCPUs, runs commands, sees dvmm's PCI dev
   strictEqual((await console.run("nproc")).output.trim(), "2");
   strictEqual((await console.run("echo hello from $(uname -s)")).output, "hello from Linux\n");
   strictEqual((await console.run("exit_with() { return $1; }; exit_with 7")).status, 7);
+  // The CMOS RTC gave the guest the host's time (kvm-clock keeps it since).
+  const guestNow = Number((await console.run("date -u +%s")).output.trim());
+  const hostNow = Date.now() / 1000;
+  ok(Math.abs(guestNow - hostNow) < 30, `guest clock ${guestNow}, host ${hostNow}`);
 
   // The guest sees the host bridge and the register file with the ids and BARs dvmm decodes now.
   const ids = await console.run(
