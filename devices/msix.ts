@@ -12,9 +12,9 @@
  * @module
  */
 
-import type { BusDevice } from "../bus.ts";
-import type { PciCapabilitySpec, PciConfigHooks } from "../pci_device.ts";
-import type { Field } from "./spec.ts";
+import type { BusDevice } from "./bus.ts";
+import type { PciCapabilitySpec, PciConfigHooks } from "./pci_device.ts";
+import type { Field } from "./virtio/spec.ts";
 
 /** Capability ID of MSI-X. */
 export const MSIX_CAP_ID = 0x11;

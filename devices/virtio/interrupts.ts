@@ -7,7 +7,7 @@
  */
 
 import type { IrqLine } from "../irq.ts";
-import type { MsixTable } from "./msix.ts";
+import type { MsixTable } from "../msix.ts";
 import { VIRTIO_MSI_NO_VECTOR } from "./pci_layout.ts";
 import type { VirtioInterruptSink } from "./transport.ts";
 

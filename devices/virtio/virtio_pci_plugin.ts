@@ -20,7 +20,7 @@ import {
 } from "../pci_device.ts";
 import type { VirtioDevice } from "./device.ts";
 import { VirtioPciInterrupts } from "./interrupts.ts";
-import { MsixTable } from "./msix.ts";
+import { MsixTable } from "../msix.ts";
 import { VIRTIO_BAR_SIZE, virtioPciCapabilities } from "./pci_layout.ts";
 import { VirtioPciTransport } from "./transport.ts";
 

@@ -14,7 +14,7 @@ import {
   MSIX_CONTROL,
   MSIX_ENTRY_SIZE,
   MsixTable,
-} from "../../devices/virtio/msix.ts";
+} from "../../devices/msix.ts";
 import {
   COMMON_CFG_SIZE,
   ISR,
