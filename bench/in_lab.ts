@@ -2,7 +2,7 @@
  * The benchmarks that need /dev/kvm, run in one process (inside the lab, or
  * natively). Usage: `in_lab.ts <artifacts dir> <kernel> <initrd> [<blk initrd> <blk MiB>]`;
  * the directory holds what bench/main.ts built on the host. Prints `RESULT: ...`
- * lines. `DVMM_BENCH_ONLY` (comma-separated `pio,boot,blk`) picks a subset.
+ * lines. `DVMM_BENCH_ONLY` (comma-separated `pio,boot,blk`; bench/main.ts also `access`) picks a subset.
  *
  * @module
  */

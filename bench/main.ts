@@ -12,6 +12,8 @@ import { hasKvm } from "../kvm/kvm.ts";
 import { defaultGuestPaths } from "../vmm/demo.ts";
 import { dvmmCacheDir } from "../guest/cache_dir.ts";
 import { benchPluginAccess } from "./plugin_access.ts";
+import { blkBenchInitramfs, DEFAULT_BLK_MIB } from "./blk_throughput.ts";
+import { ensureKernel } from "../guest/debian_kernel.ts";
 
 const here = new URL(".", import.meta.url).pathname;
 const root = new URL("..", import.meta.url).pathname;
@@ -27,7 +29,19 @@ try {
   await run("gcc", ["-O2", "-o", `${dir}/c_reference`, `${here}c_reference.c`]);
   await run("nasm", ["-f", "bin", "-o", `${dir}/pio_loop.bin`, `${here}guests/pio_loop.asm`]);
   const guest = await defaultGuestPaths();
-  const args = ["run", "-A", "--no-check", `${here}in_lab.ts`, dir, guest.kernel, guest.initrd];
+  const blkMib = Number(Deno.env.get("DVMM_BENCH_BLK_MIB") ?? DEFAULT_BLK_MIB);
+  const blkInitrd = await blkBenchInitramfs(await ensureKernel(), blkMib);
+  const args = [
+    "run",
+    "-A",
+    "--no-check",
+    `${here}in_lab.ts`,
+    dir,
+    guest.kernel,
+    guest.initrd,
+    blkInitrd,
+    String(blkMib),
+  ];
   let output = "";
   const collect = (chunk: Uint8Array) => {
     Deno.stdout.writeSync(chunk);
@@ -40,8 +54,10 @@ try {
     if (!r.success) Deno.exit(1);
   } else {
     const env: Record<string, string> = { DVMM_CACHE_DIR: dvmmCacheDir() };
-    const rounds = Deno.env.get("DVMM_BENCH_ROUNDS");
-    if (rounds) env.DVMM_BENCH_ROUNDS = rounds;
+    for (const key of ["DVMM_BENCH_ROUNDS", "DVMM_BENCH_ONLY"]) {
+      const v = Deno.env.get(key);
+      if (v) env[key] = v;
+    }
     const r = await runInLab(labDenoCommand(args), {
       env,
       cwd: root,
@@ -52,12 +68,15 @@ try {
     if (r.status !== 0) Deno.exit(r.status);
   }
   // Host-side (no KVM): plugin BAR access cost, in-process vs sandboxed.
-  const access = await benchPluginAccess();
-  output +=
-    `RESULT: plugin BAR access: in-process ${access.inProcessNs.toFixed(0)} ns, sandboxed ` +
-    `${access.sandboxedNs.toFixed(0)} ns, ratio sandboxed/in-process = ${
-      (access.sandboxedNs / access.inProcessNs).toFixed(1)
-    }\n`;
+  const only = Deno.env.get("DVMM_BENCH_ONLY")?.split(",");
+  if (!only || only.includes("access")) {
+    const access = await benchPluginAccess();
+    output +=
+      `RESULT: plugin BAR access: in-process ${access.inProcessNs.toFixed(0)} ns, sandboxed ` +
+      `${access.sandboxedNs.toFixed(0)} ns, ratio sandboxed/in-process = ${
+        (access.sandboxedNs / access.inProcessNs).toFixed(1)
+      }\n`;
+  }
   console.log("\n== dvmm benchmarks ==");
   for (const line of output.split("\n")) {
     if (line.startsWith("RESULT: ")) console.log(line.slice(8));

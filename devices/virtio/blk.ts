@@ -14,7 +14,7 @@
 
 import type { Logger } from "../logger.ts";
 import { nullLogger } from "../logger.ts";
-import type { BlockBackend } from "./block_backend.ts";
+import { type BlockBackend, readIntoGuest, writeFromGuest } from "./block_backend.ts";
 import { ChainCursor } from "./chain_io.ts";
 import type { VirtioDevice, VirtioDeviceContext } from "./device.ts";
 import { featureBit, type Field, VIRTIO_ID } from "./spec.ts";
@@ -169,11 +169,8 @@ export class VirtioBlk implements VirtioDevice {
       switch (type) {
         case VIRTIO_BLK_T.IN:
           status = this.#transfer(sector, dataIn, "read", () => {
-            let at = Number(sector) * SECTOR_SIZE;
-            for (const view of w.views(dataIn)) {
-              this.backend.read(at, view);
-              at += view.length;
-            }
+            const at = Number(sector) * SECTOR_SIZE;
+            readIntoGuest(this.backend, at, ctx.memory, w.ranges(dataIn));
             written = dataIn;
           });
           break;
@@ -181,11 +178,8 @@ export class VirtioBlk implements VirtioDevice {
           status = this.backend.readonly
             ? VIRTIO_BLK_S.IOERR
             : this.#transfer(sector, r.remaining, "write", () => {
-              let at = Number(sector) * SECTOR_SIZE;
-              for (const view of r.views(r.remaining)) {
-                this.backend.write(at, view);
-                at += view.length;
-              }
+              const at = Number(sector) * SECTOR_SIZE;
+              writeFromGuest(this.backend, at, ctx.memory, r.ranges(r.remaining));
             });
           break;
         case VIRTIO_BLK_T.FLUSH:
@@ -207,10 +201,11 @@ export class VirtioBlk implements VirtioDevice {
       );
       status = VIRTIO_BLK_S.IOERR;
     }
-    // The status byte is the chain's last writable byte.
-    const statusCursor = new ChainCursor(ctx.memory, chain.writable);
-    statusCursor.skip(dataIn);
-    statusCursor.write(new Uint8Array([status]));
+    // The status byte is the chain's last writable byte (in its last non-empty buffer).
+    const writable = chain.writable;
+    let last = writable.length - 1;
+    while (writable[last].len === 0) last--;
+    ctx.memory.writeU8(writable[last].gpa + writable[last].len - 1, status);
     q.push(chain.head, (status === VIRTIO_BLK_S.OK ? written : 0) + 1);
   }
 

@@ -6,6 +6,9 @@
  * @module
  */
 
+import type { GuestMemory } from "../../kvm/guest_memory.ts";
+import type { GuestBuffer } from "./virtqueue.ts";
+
 /** Storage behind a virtio-blk device. Methods throw on host I/O errors. */
 export interface BlockBackend {
   /** Size in bytes. */
@@ -18,6 +21,42 @@ export interface BlockBackend {
   write(offset: number, data: Uint8Array): void;
   /** Make completed writes durable (fdatasync). */
   flush(): void;
+  /**
+   * Optional scatter read straight into guest RAM: fill `ranges` of `memory`
+   * (validated, in order) from byte `offset`, as {@linkcode read} on their
+   * concatenation would, ideally in one system call.
+   */
+  readGuest?(offset: number, memory: GuestMemory, ranges: readonly GuestBuffer[]): void;
+  /** Optional gather write from guest RAM: store `ranges` of `memory` (in order) at `offset`. */
+  writeGuest?(offset: number, memory: GuestMemory, ranges: readonly GuestBuffer[]): void;
+}
+
+/** Read guest `ranges` from `offset`: the backend's readGuest, else {@linkcode BlockBackend.read} per range. */
+export function readIntoGuest(
+  backend: BlockBackend,
+  offset: number,
+  memory: GuestMemory,
+  ranges: readonly GuestBuffer[],
+): void {
+  if (backend.readGuest) return backend.readGuest(offset, memory, ranges);
+  for (const r of ranges) {
+    backend.read(offset, memory.slice(r.gpa, r.len));
+    offset += r.len;
+  }
+}
+
+/** Write guest `ranges` at `offset`: the backend's writeGuest, else {@linkcode BlockBackend.write} per range. */
+export function writeFromGuest(
+  backend: BlockBackend,
+  offset: number,
+  memory: GuestMemory,
+  ranges: readonly GuestBuffer[],
+): void {
+  if (backend.writeGuest) return backend.writeGuest(offset, memory, ranges);
+  for (const r of ranges) {
+    backend.write(offset, memory.slice(r.gpa, r.len));
+    offset += r.len;
+  }
 }
 
 /** A {@linkcode BlockBackend} held in memory. */

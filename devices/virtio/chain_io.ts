@@ -32,21 +32,41 @@ export class ChainCursor {
   }
 
   /**
-   * Zero-copy views of the next `length` bytes (at most {@linkcode remaining}),
-   * one per buffer piece, advancing the cursor. The views alias guest RAM.
+   * The next `length` bytes (at most {@linkcode remaining}) as guest ranges,
+   * advancing the cursor. Consecutive buffers that are contiguous in guest
+   * memory (and in one region) are merged into one range.
    */
-  views(length: number): Uint8Array[] {
-    const out: Uint8Array[] = [];
+  ranges(length: number): GuestBuffer[] {
+    const out: GuestBuffer[] = [];
     let left = Math.min(Math.max(0, Math.floor(length)), this.#remaining);
+    let runGpa = 0, runLen = 0;
     while (left > 0) {
       const buf = this.#buffers[this.#index];
       const take = Math.min(left, buf.len - this.#offset);
-      if (take > 0) out.push(this.#memory.slice(buf.gpa + this.#offset, take));
+      if (take > 0) {
+        const gpa = buf.gpa + this.#offset;
+        if (runLen > 0 && runGpa + runLen === gpa && this.#memory.contains(runGpa, runLen + take)) {
+          runLen += take;
+        } else {
+          if (runLen > 0) out.push({ gpa: runGpa, len: runLen });
+          runGpa = gpa;
+          runLen = take;
+        }
+      }
       this.#advance(take);
       left -= take;
     }
+    if (runLen > 0) out.push({ gpa: runGpa, len: runLen });
     this.#skipEmpty();
     return out;
+  }
+
+  /**
+   * Zero-copy views of the next `length` bytes (at most {@linkcode remaining}),
+   * one per range of {@linkcode ranges}, advancing the cursor. The views alias guest RAM.
+   */
+  views(length: number): Uint8Array[] {
+    return this.ranges(length).map((r) => this.#memory.slice(r.gpa, r.len));
   }
 
   /** Copy the next bytes into `into` (up to its length); returns how many were copied. */
@@ -78,7 +98,15 @@ export class ChainCursor {
 
   /** Advance by `length` bytes (at most {@linkcode remaining}); returns how many were skipped. */
   skip(length: number): number {
-    return this.views(length).reduce((n, v) => n + v.length, 0);
+    let left = Math.min(Math.max(0, Math.floor(length)), this.#remaining);
+    const skipped = left;
+    while (left > 0) {
+      const take = Math.min(left, this.#buffers[this.#index].len - this.#offset);
+      this.#advance(take);
+      left -= take;
+    }
+    this.#skipEmpty();
+    return skipped;
   }
 
   #advance(n: number): void {

@@ -351,6 +351,8 @@ export class Virtqueue {
     let readableLength = 0, writableLength = 0;
     let table = this.layout.desc, tableSize = this.size, index = head, count = 0;
     let inIndirect = false;
+    // One bounds-checked view per table (not five checked reads per descriptor).
+    let descs = this.#tableView(table, tableSize);
     const where =
       () => (inIndirect ? `indirect descriptor ${index} (chain ${head})` : `descriptor ${index}`);
     for (;;) {
@@ -362,12 +364,12 @@ export class Virtqueue {
         );
         return null;
       }
-      const at = table + VIRTQ_DESC_SIZE * index;
-      const lo = this.#memory.readU32(at + VIRTQ_DESC.ADDR.offset);
-      const hi = this.#memory.readU32(at + VIRTQ_DESC.ADDR.offset + 4);
-      const len = this.#memory.readU32(at + VIRTQ_DESC.LEN.offset);
-      const flags = this.#memory.readU16(at + VIRTQ_DESC.FLAGS.offset);
-      const next = this.#memory.readU16(at + VIRTQ_DESC.NEXT.offset);
+      const at = VIRTQ_DESC_SIZE * index;
+      const lo = descs.getUint32(at + VIRTQ_DESC.ADDR.offset, true);
+      const hi = descs.getUint32(at + VIRTQ_DESC.ADDR.offset + 4, true);
+      const len = descs.getUint32(at + VIRTQ_DESC.LEN.offset, true);
+      const flags = descs.getUint16(at + VIRTQ_DESC.FLAGS.offset, true);
+      const next = descs.getUint16(at + VIRTQ_DESC.NEXT.offset, true);
       const gpa = hi < 0x20_0000 ? hi * 0x1_0000_0000 + lo : -1; // -1: beyond 2^53
       if (flags & VIRTQ_DESC_F.INDIRECT) {
         const problem = !this.indirect
@@ -391,6 +393,7 @@ export class Virtqueue {
         }
         table = gpa;
         tableSize = len / VIRTQ_DESC_SIZE;
+        descs = this.#tableView(table, tableSize);
         index = 0;
         count = 0;
         inIndirect = true;
@@ -427,6 +430,12 @@ export class Virtqueue {
       index = next;
     }
     return { head, readable, writable, readableLength, writableLength };
+  }
+
+  /** A view of a (validated) descriptor table; throws GuestMemoryError once memory is closed. */
+  #tableView(table: number, entries: number): DataView {
+    const bytes = this.#memory.slice(table, entries * VIRTQ_DESC_SIZE);
+    return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   /**
