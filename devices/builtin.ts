@@ -9,6 +9,7 @@ import copyEngine from "../examples/copy_engine.ts";
 import registerFile from "../examples/register_file.ts";
 import virtioBlk from "./virtio/virtio_blk_plugin.ts";
 import virtioConsole from "./virtio/virtio_console_plugin.ts";
+import virtioNet from "./virtio/virtio_net_plugin.ts";
 import virtioRng from "./virtio/virtio_rng_plugin.ts";
 
 /** Register every built-in plugin on `registry` and return it. */
@@ -18,5 +19,6 @@ export function registerBuiltinDevices(registry: DeviceRegistry): DeviceRegistry
   registry.registerBuiltin(virtioBlk);
   registry.registerBuiltin(virtioRng);
   registry.registerBuiltin(virtioConsole);
+  registry.registerBuiltin(virtioNet);
   return registry;
 }

@@ -125,6 +125,14 @@ export interface PciPlatform {
 export interface PciHostConsole {
   /** Show `bytes` on the host console (a copy is taken if needed). */
   write(bytes: Uint8Array): void;
+  /**
+   * Become the receiver of the host console's input (what the user types),
+   * which otherwise goes to the serial port, until the returned function is
+   * called; the last taker wins. `sink` returns how many bytes it took (the
+   * rest is offered again later). Absent where the host has no input to give
+   * (sandboxed plugins).
+   */
+  takeInput?(sink: (bytes: Uint8Array) => number): () => void;
 }
 
 /** A plugin's way to raise message-signalled interrupts. */
@@ -211,6 +219,12 @@ export interface PciDeviceInstance {
   deactivate?(bar: number, address: bigint): void;
   /** The device is reset (the core has already deactivated its BARs and reset config space). */
   reset?(): void;
+  /**
+   * The machine ends: release host resources (file descriptors, TAP
+   * interfaces, timers). Called once, after the vCPUs stopped and before guest
+   * memory goes away; no access or hook follows.
+   */
+  close?(): void;
 }
 
 /** A PCI device plugin: manifest plus factory. Make one with {@linkcode definePciDevice}. */

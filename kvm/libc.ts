@@ -90,7 +90,18 @@ export const PROT_READ = 1,
 /** eventfd flags. */
 export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
 /** poll events. */
-export const POLLIN = 1;
+export const POLLIN = 1, POLLERR = 8, POLLHUP = 16, POLLNVAL = 32;
+/** errno values callers test for. */
+export const ERRNO = {
+  EPERM: 1,
+  ENOENT: 2,
+  EIO: 5,
+  EAGAIN: 11,
+  EACCES: 13,
+  EBUSY: 16,
+  ENODEV: 19,
+  EINVAL: 22,
+} as const;
 /** Signals. */
 export const SIGUSR2 = 12;
 
@@ -145,6 +156,25 @@ export function mmap(length: number, prot: number, flags: number, fd = -1, offse
 /** `munmap`. */
 export function munmap(m: Mapping): void {
   libc().munmap(m.pointer, BigInt(m.length));
+}
+
+/**
+ * `read(fd, into)` on a non-blocking fd: the byte count, or null when nothing
+ * is ready (EAGAIN). Throws {@linkcode OsError} named `call` on other errors.
+ */
+export function readNonblocking(fd: number, into: Uint8Array, call = "read"): number | null {
+  const n = Number(libc().read(fd, into as Uint8Array<ArrayBuffer>, BigInt(into.length)));
+  if (n >= 0) return n;
+  const e = errno();
+  if (e === ERRNO.EAGAIN) return null;
+  throw new OsError(call, e);
+}
+
+/** `write(fd, data)`: the byte count; throws {@linkcode OsError} named `call`. */
+export function writeFd(fd: number, data: Uint8Array, call = "write"): number {
+  const n = Number(libc().write(fd, data as Uint8Array<ArrayBuffer>, BigInt(data.length)));
+  if (n < 0) throw new OsError(call, errno());
+  return n;
 }
 
 /** `eventfd(0, flags)`. */

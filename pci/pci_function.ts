@@ -148,6 +148,7 @@ export class PciFunction {
   readonly #platform: PciPlatform;
   readonly #doorbells: Doorbell[] = [];
   #intxLevel = false;
+  #closed = false;
 
   /** Build the function and create the plugin instance. Throws {@linkcode PluginError} if `create` throws. */
   constructor(init: PciFunctionInit) {
@@ -350,6 +351,17 @@ export class PciFunction {
       this.#instance.reset?.();
     } catch (e) {
       this.fault("reset failed", e);
+    }
+  }
+
+  /** The machine ends: run the plugin's close hook (once; a throw is logged as a fault). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#instance.close?.();
+    } catch (e) {
+      this.fault("close failed", e);
     }
   }
 

@@ -320,6 +320,11 @@ export class PciRoot implements ConfigTarget, PciFunctionHost {
     for (const fn of this.functions) for (const bar of fn.bars) this.#sync(fn, bar);
   }
 
+  /** The machine ends: run every plugin's close hook (release host resources). */
+  close(): void {
+    for (const fn of this.functions) fn.close();
+  }
+
   /** {@inheritDoc PciFunctionHost.decodeChanged} */
   decodeChanged(fn: PciFunction, space: BarSpace): void {
     for (const bar of fn.bars) if (bar.space === space) this.#sync(fn, bar);

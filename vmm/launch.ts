@@ -170,7 +170,7 @@ export function launchOptionsFromConfig(config: VmConfig): LaunchOptions {
   }
   let cmdline = config.cmdline;
   if (config.console === "virtio") {
-    devices.push({ plugin: "virtio-console", options: {} });
+    devices.push({ plugin: "virtio-console", options: { input: true } });
     cmdline = `console=hvc0 ${cmdline}`.trim();
   }
   return {

@@ -141,6 +141,8 @@ export class Machine {
   #startedAt = 0;
   // virtio wiring: MSIs and ioeventfds for PCI plugins.
   #platform: KvmPciPlatform;
+  /** Where host input goes instead of COM1 (a plugin took the console input). */
+  #inputSink: ((bytes: Uint8Array) => number) | null = null;
 
   private constructor(
     readonly config: MachineConfig,
@@ -177,7 +179,15 @@ export class Machine {
       log,
       irqLine: line,
       platform: this.#platform,
-      hostConsole: { write: (bytes) => config.serialOutput(bytes) },
+      hostConsole: {
+        write: (bytes) => config.serialOutput(bytes),
+        takeInput: (sink) => {
+          this.#inputSink = sink;
+          return () => {
+            if (this.#inputSink === sink) this.#inputSink = null;
+          };
+        },
+      },
     });
     for (const d of config.devices ?? []) {
       this.pci.addDevice(d.definition, { options: d.options, source: d.source });
@@ -262,8 +272,13 @@ export class Machine {
     }
   }
 
-  /** Queue host input for the guest's serial port; returns how many bytes were taken. */
+  /**
+   * Queue host input for the guest's console: the serial port, or the device
+   * that took the console input (virtio-console with `input`). Returns how
+   * many bytes were taken.
+   */
   sendInput(bytes: Uint8Array): number {
+    if (this.#inputSink) return this.#inputSink(bytes);
     return this.serial.enqueueInput(bytes);
   }
 
@@ -359,6 +374,7 @@ export class Machine {
     setTimeout(async () => {
       await Promise.all(this.#vcpus.map((v) => v.stop()));
       await this.#dispatcher.stop();
+      this.pci.close(); // plugins release host resources (TAP fds) while guest memory still exists
       await this.#platform.close(); // virtio wiring: stop the ioeventfd poller worker
       this.#state = "stopped";
       // Every vCPU is gone and nothing dispatches any more: give the memory back.

@@ -77,8 +77,13 @@ export class VirtioConsole implements VirtioDevice {
     data.fill(0);
   }
 
-  /** Queue host input for the guest and deliver what fits now. */
-  input(bytes: Uint8Array): void {
+  /**
+   * Queue host input for the guest and deliver what fits now. Returns how
+   * many bytes were taken; the rest (beyond `maxPending`) is counted in
+   * {@linkcode dropped} (a caller that retries them, like the machine's
+   * console input, offers them again later).
+   */
+  input(bytes: Uint8Array): number {
     const room = Math.max(0, this.#maxPending - this.#pendingBytes);
     const take = Math.min(room, bytes.length);
     this.dropped += bytes.length - take;
@@ -87,6 +92,7 @@ export class VirtioConsole implements VirtioDevice {
       this.#pendingBytes += take;
     }
     this.#deliver();
+    return take;
   }
 
   /** Start. */

@@ -52,4 +52,6 @@ export interface VirtioDevice {
   notify(index: number): void;
   /** The driver reset the device: forget the context and all queue state. */
   reset(): void;
+  /** The machine ends: release host resources (files, TAP devices); nothing is called after it. */
+  close?(): void;
 }

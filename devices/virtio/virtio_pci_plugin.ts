@@ -151,6 +151,7 @@ export function createVirtioPciInstance(
       transport.reset();
       msix.reset();
     },
+    close: () => device.close?.(),
   };
   return { instance, transport, msix };
 }
