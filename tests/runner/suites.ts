@@ -12,6 +12,7 @@ import { defaultGuestPaths } from "../../vmm/demo.ts";
 import { dvmmCacheDir } from "../../guest/cache_dir.ts";
 import { hasKvm } from "../../kvm/kvm.ts";
 import { writeAllStdout } from "../../vmm/host_console.ts";
+import { buildKvmTestAssets, KVM_TEST_ASSETS_ENV } from "../kvm/test_assets.ts";
 
 /** A suite's outcome. */
 export interface SuiteResult {
@@ -67,14 +68,19 @@ export async function runHostSuite(
 
 /** Run the KVM tests: natively with /dev/kvm, otherwise in one lab boot. */
 export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
-  // The default guest (kernel, initramfs) is fetched and built here, on the host:
-  // inside the lab the cache is read-only and there is no network.
+  // The default guest (kernel, initramfs) and the tests' own guest assets are
+  // fetched and built here, on the host: inside the lab the cache is read-only
+  // and there is no network (natively, tests build their assets themselves).
   await defaultGuestPaths();
   if (hasKvm()) return runHostSuite("kvm", paths, ["--no-check"]);
+  const assets = await buildKvmTestAssets();
   const t0 = performance.now();
   const dir = await Deno.makeTempDir({ prefix: "dvmm-lab-report-" });
   const report = `${dir}/kvm.xml`;
-  const env: Record<string, string> = { DVMM_CACHE_DIR: dvmmCacheDir() };
+  const env: Record<string, string> = {
+    DVMM_CACHE_DIR: dvmmCacheDir(),
+    [KVM_TEST_ASSETS_ENV]: JSON.stringify(assets),
+  };
   for (const key of ["CI", "DVMM_FC_RUNS", "DVMM_DEBUG"]) {
     const v = Deno.env.get(key);
     if (v !== undefined) env[key] = v;
