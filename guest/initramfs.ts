@@ -17,7 +17,8 @@
  *   {@linkcode GUEST_INIT_MARKER} on the console, arms the power button
  *   (unless `powerButton: false`), optionally loads the modules, runs the
  *   caller's snippet, then starts a shell on the console
- *   (`setsid cttyhack sh`); when that shell exits it powers off (`poweroff -f`).
+ *   (`setsid cttyhack sh`; with `console=hvc0` it loads the modules first so
+ *   the virtio console exists); when that shell exits it powers off (`poweroff -f`).
  *
  * A caller adds files and an init snippet (e.g. `dvmm-load-modules; mount
  * /dev/vda /mnt; ...; poweroff -f`). The archive is cached under
@@ -168,6 +169,9 @@ ${opts.powerButton ?? true ? "dvmm-power-button\n" : ""}${
   }# --- caller snippet ---
 ${opts.initSnippet ?? ""}
 # --- end of caller snippet ---
+# console=hvc0 (dvmm run --console virtio): hvc0 exists once virtio_console is loaded;
+# cttyhack then finds it as the active console.
+grep -q "console=hvc0" /proc/cmdline && dvmm-load-modules 2>/dev/null
 setsid cttyhack sh
 poweroff -f
 `;

@@ -22,8 +22,13 @@ export const DEMO_COMMANDS: readonly string[] = [
   "for d in /sys/bus/pci/devices/*; do echo $(basename $d) $(cat $d/vendor):$(cat $d/device) class $(cat $d/class); done",
 ];
 
-/** The prompt of the default guest's shell. */
-export const SHELL_PROMPT = /[#$] $/m;
+/**
+ * The prompt of the default guest's shell. Busybox's line editor may follow
+ * it with a cursor-position query (ESC [6n) in the same write, as it does on
+ * hvc0, where the whole prompt arrives as one chunk.
+ */
+// deno-lint-ignore no-control-regex
+export const SHELL_PROMPT = /[#$] (?:\x1b\[6n)?$/m;
 
 /** Options for {@linkcode runDemo}. */
 export interface DemoOptions {
