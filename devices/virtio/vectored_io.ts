@@ -15,8 +15,13 @@ import type { GuestBuffer } from "./virtqueue.ts";
 /** Most buffers one call takes (Linux `IOV_MAX`); longer lists are split. */
 export const IOV_MAX = 1024;
 
-/** `struct iovec`: void *iov_base; size_t iov_len (two u64 words on x86-64). */
-export const IOVEC = { BASE: 0, LEN: 1, WORDS: 2 } as const;
+/**
+ * `struct iovec` (void *iov_base; size_t iov_len) as u32 words: base low/high,
+ * length low/high (x86-64). Written as two halves to avoid a BigInt per buffer.
+ */
+export const IOVEC = { BASE: 0, LEN: 2, WORDS: 4 } as const;
+
+const TWO_32 = 0x1_0000_0000;
 
 /** preadv/pwritev over a file descriptor. */
 export interface VectoredIo {
@@ -73,7 +78,7 @@ type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
 interface HostRegion {
   readonly gpa: number;
   readonly end: number;
-  readonly host: bigint;
+  readonly host: number;
 }
 
 const hostRegions = new WeakMap<readonly MemoryRegion[], HostRegion[]>();
@@ -85,7 +90,7 @@ function hostRegionsOf(memory: GuestMemory): HostRegion[] {
     table = regions.map((r) => ({
       gpa: r.gpa,
       end: r.gpa + r.bytes.length,
-      host: BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(r.bytes))),
+      host: Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(r.bytes))),
     }));
     hostRegions.set(regions, table);
   }
@@ -95,7 +100,7 @@ function hostRegionsOf(memory: GuestMemory): HostRegion[] {
 class FfiVectoredIo implements VectoredIo {
   readonly #libc: Libc;
   /** Reused iovec words. */
-  #iov = new BigUint64Array(IOVEC.WORDS * 256);
+  #iov = new Uint32Array(IOVEC.WORDS * 256);
 
   constructor(libc: Libc) {
     this.#libc = libc;
@@ -105,10 +110,7 @@ class FfiVectoredIo implements VectoredIo {
     const iov = this.#reserve(into.length);
     let total = 0;
     into.forEach((b, k) => {
-      iov[k * IOVEC.WORDS + IOVEC.BASE] = BigInt(
-        Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)),
-      );
-      iov[k * IOVEC.WORDS + IOVEC.LEN] = BigInt(b.length);
+      setIovec(iov, k, Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b))), b.length);
       total += b.length;
     });
     return this.#transfer("preadv", fd, offset, into.length, total);
@@ -118,10 +120,7 @@ class FfiVectoredIo implements VectoredIo {
     const iov = this.#reserve(data.length);
     let total = 0;
     data.forEach((b, k) => {
-      iov[k * IOVEC.WORDS + IOVEC.BASE] = BigInt(
-        Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)),
-      );
-      iov[k * IOVEC.WORDS + IOVEC.LEN] = BigInt(b.length);
+      setIovec(iov, k, Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b))), b.length);
       total += b.length;
     });
     this.#transfer("pwritev", fd, offset, data.length, total);
@@ -164,15 +163,14 @@ class FfiVectoredIo implements VectoredIo {
       if (!r) {
         throw new RangeError(`guest range 0x${gpa.toString(16)}+${len} is outside guest memory`);
       }
-      iov[k * IOVEC.WORDS + IOVEC.BASE] = r.host + BigInt(gpa - r.gpa);
-      iov[k * IOVEC.WORDS + IOVEC.LEN] = BigInt(len);
+      setIovec(iov, k, r.host + (gpa - r.gpa), len);
       total += len;
     }
     return total;
   }
 
-  #reserve(count: number): BigUint64Array {
-    if (this.#iov.length < count * IOVEC.WORDS) this.#iov = new BigUint64Array(count * IOVEC.WORDS);
+  #reserve(count: number): Uint32Array {
+    if (this.#iov.length < count * IOVEC.WORDS) this.#iov = new Uint32Array(count * IOVEC.WORDS);
     return this.#iov;
   }
 
@@ -214,10 +212,9 @@ class FfiVectoredIo implements VectoredIo {
       done += n;
       let left = n;
       while (first < count) {
-        const len = Number(iov[first * IOVEC.WORDS + IOVEC.LEN]);
+        const len = iovecWord(iov, first, IOVEC.LEN);
         if (left < len) {
-          iov[first * IOVEC.WORDS + IOVEC.BASE] += BigInt(left);
-          iov[first * IOVEC.WORDS + IOVEC.LEN] = BigInt(len - left);
+          setIovec(iov, first, iovecWord(iov, first, IOVEC.BASE) + left, len - left);
           break;
         }
         left -= len;
@@ -231,4 +228,19 @@ class FfiVectoredIo implements VectoredIo {
     const p = this.#libc.__errno_location();
     return p ? new Deno.UnsafePointerView(p).getInt32() : 0;
   }
+}
+
+/** Store entry `k` of an iovec array (`base` and `len` are below 2^53). */
+function setIovec(iov: Uint32Array, k: number, base: number, len: number): void {
+  const at = k * IOVEC.WORDS;
+  iov[at + IOVEC.BASE] = base >>> 0;
+  iov[at + IOVEC.BASE + 1] = Math.floor(base / TWO_32);
+  iov[at + IOVEC.LEN] = len >>> 0;
+  iov[at + IOVEC.LEN + 1] = Math.floor(len / TWO_32);
+}
+
+/** The 64-bit field at `field` of entry `k`. */
+function iovecWord(iov: Uint32Array, k: number, field: number): number {
+  const at = k * IOVEC.WORDS + field;
+  return iov[at] + iov[at + 1] * TWO_32;
 }
