@@ -26,6 +26,8 @@ export const HOST_REQUIREMENTS: readonly HostRequirement[] = [
   { program: "/usr/include/linux/kvm.h", pkg: "linux-libc-dev" },
   { program: "mke2fs", pkg: "e2fsprogs" },
   { program: "iasl", pkg: "acpica-tools" },
+  // tests/kvm/net_test.ts configures the L1 side of its TAP with ip.
+  { program: "/sbin/ip", pkg: "iproute2" },
   { program: "apt-get", pkg: "apt" },
 ];
 
