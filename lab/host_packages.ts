@@ -23,6 +23,8 @@ export const HOST_REQUIREMENTS: readonly HostRequirement[] = [
   { program: "cpio", pkg: "cpio" },
   { program: "nasm", pkg: "nasm" },
   { program: "gcc", pkg: "gcc" },
+  // libc.a: tests/kvm/test_assets.ts links guest programs statically.
+  { program: "/usr/lib/x86_64-linux-gnu/libc.a", pkg: "libc6-dev" },
   { program: "/usr/include/linux/kvm.h", pkg: "linux-libc-dev" },
   { program: "mke2fs", pkg: "e2fsprogs" },
   { program: "iasl", pkg: "acpica-tools" },
