@@ -33,7 +33,7 @@ export async function benchPioExits(
     let count = 0;
     const pio = new Bus("pio");
     pio.register(0xe9n, 1n, { read: () => {}, write: () => count++ }, "bench sink");
-    const r = await runBareGuest({ code, pio });
+    const r = await runBareGuest({ code, pio, postedPorts: [[0xe9, 1]] });
     if (r.exit.kind !== "hlt" || count !== EXITS) {
       throw new Error(`dvmm run ended with ${r.exit.kind} after ${count} exits`);
     }

@@ -28,6 +28,8 @@ export interface BareGuestOptions {
   mmio?: Bus;
   /** Called with guest memory once it is set up, before the vCPU starts. */
   prepare?: (memory: GuestMemory) => void;
+  /** Port ranges `[base, count]` whose writes may be posted (the rest are synchronous). */
+  postedPorts?: [number, number][];
   /** Device error log. */
   log?: Logger;
 }
@@ -55,14 +57,22 @@ export async function runBareGuest(options: BareGuestOptions): Promise<BareGuest
     memory.write(loadAddress, options.code);
     options.prepare?.(memory);
     const dispatcher = new IoDispatcher(pio, mmio, options.log);
-    const vcpu = new VcpuThread(vm.fd, 0, vm.vcpuMmapSize, {
-      sregs: {
-        cs: { base: 0n, selector: 0 },
-        ds: { base: 0n, selector: 0 },
-        es: { base: 0n, selector: 0 },
+    for (const [base, count] of options.postedPorts ?? []) dispatcher.postPorts(base, count);
+    const vcpu = new VcpuThread(
+      vm.fd,
+      0,
+      vm.vcpuMmapSize,
+      {
+        sregs: {
+          cs: { base: 0n, selector: 0 },
+          ds: { base: 0n, selector: 0 },
+          es: { base: 0n, selector: 0 },
+        },
+        regs: { rip: BigInt(loadAddress), rflags: 2n, rsp: BigInt(loadAddress) },
       },
-      regs: { rip: BigInt(loadAddress), rflags: 2n, rsp: BigInt(loadAddress) },
-    }, dispatcher.doorbell);
+      dispatcher.doorbell,
+      dispatcher.postedPorts,
+    );
     dispatcher.add(vcpu.channel);
     dispatcher.start();
     await vcpu.ready;

@@ -37,6 +37,9 @@ export class IoDispatcher {
   /** Running totals. */
   readonly stats: DispatchStats = { accesses: 0, unclaimed: 0, deviceErrors: 0 };
   readonly #bell = new Int32Array(this.doorbell);
+  /** One bit per I/O port: set where writes may be posted (see {@linkcode postPorts}). */
+  readonly postedPorts: SharedArrayBuffer = new SharedArrayBuffer(0x10000 / 8);
+  readonly #posted = new Uint8Array(this.postedPorts);
   readonly #channels: VcpuChannel[] = [];
   readonly #logged = new Set<string>();
   #running = false;
@@ -58,11 +61,30 @@ export class IoDispatcher {
     this.#channels.push(channel);
   }
 
-  /** Apply everything pending on every channel now. Returns how many accesses were handled. */
+  /**
+   * Apply everything pending on every channel now. Returns how many accesses
+   * were handled. Every vCPU's posted writes go before any synchronous
+   * access seen at the start: a guest that posts a write on one vCPU, then
+   * (under a lock, say) reads on another, must see its write applied.
+   */
   drain(): number {
+    const pending = this.#channels.filter((c) => c.readPending());
     let n = 0;
-    for (const c of this.#channels) n += c.drain(this.#handle);
+    for (const c of this.#channels) n += c.drainPosted(this.#handle);
+    for (const c of pending) n += c.completeRequest(this.#handle);
     return n;
+  }
+
+  /**
+   * Let port writes to `[base, base+count)` be posted (the vCPU does not wait
+   * for the device). Port I/O writes are otherwise synchronous, as on x86,
+   * where an OUT completes before the next instruction: a guest that writes a
+   * device register and then EOIs an interrupt relies on it. Post only where
+   * nothing can depend on completion (POST codes, a console data port whose
+   * ISA interrupt is edge-triggered, the config address register).
+   */
+  postPorts(base: number, count: number): void {
+    for (let p = base; p < base + count && p < 0x10000; p++) this.#posted[p >> 3] |= 1 << (p & 7);
   }
 
   /** Run the wait-drain loop in the background until {@linkcode stop}. */

@@ -133,8 +133,10 @@ export class VcpuChannel {
   }
 
   /**
-   * Worker: perform a read of `size` bytes at `hi:lo`; the answer (given after
-   * all posted writes) is stored into `dst` at `offset`.
+   * Worker: perform a synchronous access of `size` bytes at `hi:lo` and wait
+   * for it to complete (after every write posted before it, by any vCPU). A
+   * read's answer is stored into `dst` at `offset`; a non-posted write takes
+   * its data from there.
    */
   request(
     kind: number,
@@ -149,10 +151,11 @@ export class VcpuChannel {
     w[W.SYNC_SIZE] = size;
     w[W.SYNC_ADDR_LO] = lo;
     w[W.SYNC_ADDR_HI] = hi;
+    const bytes = this.#bytes;
+    for (let i = 0; i < size; i++) bytes[SYNC_DATA + i] = dst[offset + i];
     Atomics.store(w, W.SYNC, SYNC_REQUEST);
     this.#ring(true);
     while (Atomics.load(w, W.SYNC) === SYNC_REQUEST) Atomics.wait(w, W.SYNC, SYNC_REQUEST);
-    const bytes = this.#bytes;
     for (let i = 0; i < size; i++) dst[offset + i] = bytes[SYNC_DATA + i];
     Atomics.store(w, W.SYNC, SYNC_IDLE);
   }
@@ -208,15 +211,15 @@ export class VcpuChannel {
     Atomics.notify(this.#words, W.CONTROL);
   }
 
-  /**
-   * VMM: apply every posted write, then answer a pending read, through
-   * `handle`. Returns the number of accesses handled.
-   */
+  /** VMM: apply every posted write, then complete a pending synchronous access. */
   drain(handle: AccessHandler): number {
+    const pending = this.readPending();
+    return this.drainPosted(handle) + (pending ? this.completeRequest(handle) : 0);
+  }
+
+  /** VMM: apply every posted write, in order. Returns how many. */
+  drainPosted(handle: AccessHandler): number {
     const w = this.#words;
-    // Look at the read request first: the worker posted every write before it
-    // published the request, so the head read below covers them all.
-    const syncPending = Atomics.load(w, W.SYNC) === SYNC_REQUEST;
     let tail = w[W.TAIL];
     const head = Atomics.load(w, W.HEAD);
     let n = 0;
@@ -233,16 +236,24 @@ export class VcpuChannel {
       Atomics.store(w, W.TAIL, tail);
       Atomics.notify(w, W.TAIL);
     }
-    if (syncPending) {
-      const kind = w[W.SYNC_KIND], size = w[W.SYNC_SIZE];
-      const address = (BigInt(w[W.SYNC_ADDR_HI] >>> 0) << 32n) | BigInt(w[W.SYNC_ADDR_LO] >>> 0);
-      const data = this.#bytes.subarray(SYNC_DATA, SYNC_DATA + size);
-      data.fill(0xff);
-      handle(kind, address, data);
-      Atomics.store(w, W.SYNC, SYNC_DONE);
-      Atomics.notify(w, W.SYNC);
-      n++;
-    }
     return n;
+  }
+
+  /**
+   * VMM: complete the pending synchronous access (a read, or a non-posted
+   * write), if any. Call it only after applying the posted writes of every
+   * vCPU that were published before the request was seen.
+   */
+  completeRequest(handle: AccessHandler): number {
+    const w = this.#words;
+    if (Atomics.load(w, W.SYNC) !== SYNC_REQUEST) return 0;
+    const kind = w[W.SYNC_KIND], size = w[W.SYNC_SIZE];
+    const address = (BigInt(w[W.SYNC_ADDR_HI] >>> 0) << 32n) | BigInt(w[W.SYNC_ADDR_LO] >>> 0);
+    const data = this.#bytes.subarray(SYNC_DATA, SYNC_DATA + size);
+    if (kind === ACCESS.PIO_READ || kind === ACCESS.MMIO_READ) data.fill(0xff);
+    handle(kind, address, data);
+    Atomics.store(w, W.SYNC, SYNC_DONE);
+    Atomics.notify(w, W.SYNC);
+    return 1;
   }
 }

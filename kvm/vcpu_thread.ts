@@ -52,6 +52,7 @@ export class VcpuThread {
     mmapSize: number,
     setup: VcpuSetup,
     doorbell: SharedArrayBuffer,
+    postedPorts: SharedArrayBuffer,
   ) {
     this.channel = VcpuChannel.create(doorbell);
     installKickHandler();
@@ -79,7 +80,15 @@ export class VcpuThread {
       onReady();
       onExit({ index, kind: "error", detail: event.message });
     };
-    const init: VcpuInit = { vmFd, index, mmapSize, setup, channel: this.channel.buffer, doorbell };
+    const init: VcpuInit = {
+      vmFd,
+      index,
+      mmapSize,
+      setup,
+      channel: this.channel.buffer,
+      doorbell,
+      postedPorts,
+    };
     this.#worker.postMessage(init);
   }
 

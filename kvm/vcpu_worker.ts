@@ -32,6 +32,8 @@ export interface VcpuInit {
   channel: SharedArrayBuffer;
   /** The VM's doorbell. */
   doorbell: SharedArrayBuffer;
+  /** Bitmap of the I/O ports whose writes may be posted (the rest are synchronous). */
+  postedPorts: SharedArrayBuffer;
 }
 
 /** Messages a vCPU worker posts to the VMM thread. */
@@ -63,6 +65,7 @@ function runVcpu(init: VcpuInit): VcpuExit {
   const channel = new VcpuChannel(init.channel, init.doorbell);
   const counters = channel.counters;
   const run = vcpu.run, bytes = vcpu.runBytes;
+  const posted = new Uint8Array(init.postedPorts);
   self.postMessage(
     {
       type: "ready",
@@ -100,8 +103,14 @@ function runVcpu(init: VcpuInit): VcpuExit {
         const count = run.getUint32(RUN.ioCount, true);
         const offset = run.getUint32(RUN.ioDataOffset, true);
         if (run.getUint8(RUN.ioDirection) === KVM_EXIT_IO.OUT) {
-          for (let i = 0; i < count; i++) {
-            channel.post(ACCESS.PIO_WRITE, port, 0, bytes, offset + i * size, size);
+          if (posted[port >> 3] & (1 << (port & 7))) {
+            for (let i = 0; i < count; i++) {
+              channel.post(ACCESS.PIO_WRITE, port, 0, bytes, offset + i * size, size);
+            }
+          } else {
+            for (let i = 0; i < count; i++) {
+              channel.request(ACCESS.PIO_WRITE, port, 0, bytes, offset + i * size, size);
+            }
           }
           counters[COUNTER.PIO_WRITE]++;
         } else {

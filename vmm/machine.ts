@@ -213,6 +213,11 @@ export class Machine {
       ...(i === 0 ? { regs: boot.entry.regs, sregs: boot.entry.sregs } : {}),
     }));
     this.#dispatcher = new IoDispatcher(this.pio, this.mmio, (l) => log.warn(l));
+    // Port writes are synchronous except where nothing can depend on their completion:
+    // POST codes, the COM1 registers (ISA IRQ 4 is edge-triggered), the config address register.
+    this.#dispatcher.postPorts(0x80, 1);
+    this.#dispatcher.postPorts(PORTS.COM1, UART_REGISTER_COUNT);
+    this.#dispatcher.postPorts(PORTS.PCI_CONFIG_ADDRESS, 4);
   }
 
   /** Build a machine: open KVM, create the VM, devices and guest memory, load the kernel. */
@@ -265,6 +270,7 @@ export class Machine {
         this.vm.vcpuMmapSize,
         this.#setups[i],
         this.#dispatcher.doorbell,
+        this.#dispatcher.postedPorts,
       );
       this.#dispatcher.add(t.channel);
       this.#vcpus.push(t);
