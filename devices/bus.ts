@@ -62,7 +62,9 @@ export class Bus {
   register(base: bigint, size: bigint, device: BusDevice, name: string): BusRange {
     if (size <= 0n) throw new BusError(`${this.kind}: ${name}: empty range at ${hex(base)}`);
     if (base < 0n || base + size > 1n << 64n) {
-      throw new BusError(`${this.kind}: ${name}: range ${hex(base)}+${hex(size)} leaves the address space`);
+      throw new BusError(
+        `${this.kind}: ${name}: range ${hex(base)}+${hex(size)} leaves the address space`,
+      );
     }
     const i = this.#insertionIndex(base);
     const prev = this.#ranges[i - 1];
