@@ -18,7 +18,7 @@
 import { ensureGuestInitramfs } from "../guest/initramfs.ts";
 import type { KernelAssets } from "../guest/debian_kernel.ts";
 import { ratioLine } from "./stats.ts";
-import { BENCH_CMDLINE } from "./boot_time.ts";
+import { dvmmRunArgs, qemuKvmArgs } from "./boot_time.ts";
 
 /** Prefix of the guest's result lines: `dvmm-blk: write 268435456 bytes in 123 cs`. */
 export const BLK_RESULT_PREFIX = "dvmm-blk:";
@@ -146,57 +146,11 @@ export async function benchBlkThroughput(opts: BlkBenchOptions): Promise<string[
   const chunk = new Uint8Array(1 << 20).fill(0x5a);
   for (let i = 0; i <= opts.mib; i++) await file.write(chunk);
   file.close();
-  const main = new URL("../main.ts", import.meta.url).pathname;
-  const dvmmArgs = [
-    "run",
-    "-A",
-    "--no-check",
-    "--cached-only",
-    main,
-    "run",
-    "--no-api",
-    "--kernel",
-    opts.kernel,
-    "--initrd",
-    opts.initrd,
-    "--mem",
-    "256M",
-    "--cpus",
-    "1",
-    "--disk",
-    image,
-    "--cmdline",
-    BENCH_CMDLINE,
-  ];
-  const qemuArgs = [
-    "-accel",
-    "kvm",
-    "-M",
-    "pc",
-    "-cpu",
-    "host",
-    "-m",
-    "256",
-    "-smp",
-    "1",
-    "-nodefaults",
-    "-no-user-config",
-    "-display",
-    "none",
-    "-serial",
-    "stdio",
-    "-no-reboot",
-    "-kernel",
-    opts.kernel,
-    "-initrd",
-    opts.initrd,
-    "-append",
-    `console=ttyS0 panic=-1 ${BENCH_CMDLINE}`,
-    "-drive",
-    `file=${image},if=none,id=disk0,format=raw,cache=writeback,aio=threads`,
-    "-device",
-    "virtio-blk-pci,drive=disk0",
-  ];
+  const dvmmArgs = dvmmRunArgs(opts.kernel, opts.initrd, ["--disk", image]);
+  const qemuArgs = qemuKvmArgs("pc", opts.kernel, opts.initrd, [
+    ...["-drive", `file=${image},if=none,id=disk0,format=raw,cache=writeback,aio=threads`],
+    ...["-device", "virtio-blk-pci,drive=disk0"],
+  ]);
   const timeoutMs = 600_000;
   const results = {
     dvmm: { read: [] as number[], write: [] as number[] },

@@ -45,53 +45,38 @@ export async function timeToMarker(
   }
 }
 
+/**
+ * Arguments for `deno` that run dvmm on the benchmark guest: 256 MiB, 1 vCPU,
+ * {@linkcode BENCH_CMDLINE}, no control socket, plus `extra` flags.
+ */
+export function dvmmRunArgs(kernel: string, initrd: string, extra: string[] = []): string[] {
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  return [
+    ...["run", "-A", "--no-check", "--cached-only", main, "run", "--no-api"],
+    ...["--kernel", kernel, "--initrd", initrd, "--mem", "256M", "--cpus", "1"],
+    ...["--cmdline", BENCH_CMDLINE, ...extra],
+  ];
+}
+
+/** Arguments for QEMU with KVM on the same guest (machine type `machine`), plus `extra`. */
+export function qemuKvmArgs(
+  machine: string,
+  kernel: string,
+  initrd: string,
+  extra: string[] = [],
+): string[] {
+  return [
+    ...["-accel", "kvm", "-M", machine, "-cpu", "host", "-m", "256", "-smp", "1"],
+    ...["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"],
+    ...["-kernel", kernel, "-initrd", initrd, "-append", `console=ttyS0 panic=-1 ${BENCH_CMDLINE}`],
+    ...extra,
+  ];
+}
+
 /** Run the boot benchmark with `kernel` and `initrd`. */
 export async function benchBootTime(kernel: string, initrd: string, rounds = 3): Promise<string[]> {
-  const main = new URL("../main.ts", import.meta.url).pathname;
-  const dvmmArgs = [
-    "run",
-    "-A",
-    "--no-check",
-    "--cached-only",
-    main,
-    "run",
-    "--no-api",
-    "--kernel",
-    kernel,
-    "--initrd",
-    initrd,
-    "--mem",
-    "256M",
-    "--cpus",
-    "1",
-    "--cmdline",
-    BENCH_CMDLINE,
-  ];
-  const qemu = (machine: string) => [
-    "-accel",
-    "kvm",
-    "-M",
-    machine,
-    "-cpu",
-    "host",
-    "-m",
-    "256",
-    "-smp",
-    "1",
-    "-nodefaults",
-    "-no-user-config",
-    "-display",
-    "none",
-    "-serial",
-    "stdio",
-    "-no-reboot",
-    "-kernel",
-    kernel,
-    "-initrd",
-    initrd,
-    "-append",
-    `console=ttyS0 panic=-1 ${BENCH_CMDLINE}`,
-  ];
+  const dvmmArgs = dvmmRunArgs(kernel, initrd);
+  const qemu = (machine: string) => qemuKvmArgs(machine, kernel, initrd);
   const times = { dvmm: [] as number[], microvm: [] as number[], pc: [] as number[] };
   for (let round = 0; round < rounds; round++) {
     times.dvmm.push(await timeToMarker(Deno.execPath(), dvmmArgs, GUEST_INIT_MARKER));
