@@ -160,12 +160,12 @@ Deno.test("the MADT has the IOAPIC at GSI 0 and the IRQ0 and SCI overrides", () 
   ]);
 });
 
-Deno.test("the MCFG maps segment 0 buses 0-255 at the ECAM base", () => {
+Deno.test("the MCFG maps segment 0 bus 0 (the only bus) at the ECAM base", () => {
   const { bytes, view } = tableOf(buildAcpiTables({ cpus: 1, memorySize: GiB }), "MCFG");
   assertEquals(bytes.length, 36 + 8 + 16);
   assertEquals(Number(view.getBigUint64(44, true)), PCI_ECAM.base);
-  assertEquals([view.getUint16(52, true), bytes[54], bytes[55]], [0, 0, 255]);
-  assertEquals(PCI_ECAM.size, 256 * 1024 * 1024); // 256 buses * 1 MiB
+  assertEquals([view.getUint16(52, true), bytes[54], bytes[55]], [0, 0, 0]);
+  assertEquals(PCI_ECAM.size >= 1024 * 1024, true); // 1 MiB per bus
 });
 
 Deno.test("the DSDT declares _S5 and the PCI host bridge", () => {
