@@ -136,6 +136,9 @@ function runVcpu(init: VcpuInit): VcpuExit {
       }
       case -1: // interrupted by a kick
       case KVM_EXIT.INTR:
+        // A kick that lands after the request it served (a pause already taken, say) must not
+        // leave immediate_exit set: KVM_RUN would then return at once forever.
+        run.setUint8(RUN.immediateExit, 0);
         counters[COUNTER.INTR]++;
         break;
       case KVM_EXIT.IRQ_WINDOW_OPEN:

@@ -41,6 +41,12 @@ Deno.test("startVm: run a command, pause stops the guest, resume continues it, a
     await vm.resume();
     await vm.console.waitFor("tick", 10_000);
     ok(totalExits(vm.stats()) > exitsAtPause);
+    // Quick pause/resume cycles: a kick that lands after its pause must not wedge the vCPU.
+    for (let i = 0; i < 10; i++) {
+      await vm.pause();
+      await vm.resume();
+      strictEqual((await vm.console.run("true", 20_000)).status, 0);
+    }
     // The guest clock is sane after the pause: still moving forward.
     const t1 = Number((await vm.console.run("kill %1; cat /proc/uptime")).output.split(" ")[0]);
     await sleep(500);
