@@ -18,7 +18,7 @@
 import { ensureGuestInitramfs } from "../guest/initramfs.ts";
 import type { KernelAssets } from "../guest/debian_kernel.ts";
 import { ratioLine } from "./stats.ts";
-import { dvmmRunArgs, qemuKvmArgs } from "./boot_time.ts";
+import { consoleUntil, dvmmRunArgs, qemuKvmArgs } from "./boot_time.ts";
 
 /** Prefix of the guest's result lines: `dvmm-blk: write 268435456 bytes in 123 cs`. */
 export const BLK_RESULT_PREFIX = "dvmm-blk:";
@@ -88,41 +88,6 @@ export function mbPerSecond(p: BlkPass): number {
   return p.bytes / 1e6 / Math.max(p.seconds, 0.01);
 }
 
-/** Spawn `cmd` and collect its stdout until `marker` (or exit); kill it then. */
-async function consoleUntil(
-  cmd: string,
-  args: string[],
-  marker: string,
-  timeoutMs: number,
-): Promise<string> {
-  const child = new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-    .spawn();
-  const errText = new Response(child.stderr).text();
-  const reader = child.stdout.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += decoder.decode(value, { stream: true });
-      if (text.includes(marker)) break;
-    }
-  } finally {
-    clearTimeout(timer);
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
-    await reader.cancel().catch(() => {});
-    await child.status;
-  }
-  if (!text.includes(marker)) {
-    throw new Error(`${cmd} ended before '${marker}':\n${text.slice(-1500)}\n${await errText}`);
-  }
-  return text;
-}
-
 /** Options of {@linkcode benchBlkThroughput}. */
 export interface BlkBenchOptions {
   /** Kernel image. */
@@ -161,10 +126,13 @@ export async function benchBlkThroughput(opts: BlkBenchOptions): Promise<string[
   };
   try {
     for (let round = 0; round < opts.rounds; round++) {
-      record("dvmm", await consoleUntil(Deno.execPath(), dvmmArgs, BLK_DONE_MARKER, timeoutMs));
+      record(
+        "dvmm",
+        (await consoleUntil(Deno.execPath(), dvmmArgs, BLK_DONE_MARKER, timeoutMs)).text,
+      );
       record(
         "qemu",
-        await consoleUntil("qemu-system-x86_64", qemuArgs, BLK_DONE_MARKER, timeoutMs),
+        (await consoleUntil("qemu-system-x86_64", qemuArgs, BLK_DONE_MARKER, timeoutMs)).text,
       );
       const last = (xs: number[]) => xs.at(-1)!.toFixed(1);
       console.log(

@@ -14,26 +14,42 @@ import { ratioLine } from "./stats.ts";
 /** Kernel arguments every contender gets (dvmm adds `console=ttyS0 panic=-1` itself). */
 export const BENCH_CMDLINE = "quiet reboot=t";
 
-/** Spawn `cmd`, return seconds until `marker` shows on its stdout, then kill it. */
-export async function timeToMarker(
+/** What {@linkcode consoleUntil} saw. */
+export interface MarkerRun {
+  /** Everything the process printed on stdout up to and including the marker. */
+  text: string;
+  /** Seconds from the spawn to the marker showing up. */
+  seconds: number;
+}
+
+/**
+ * Spawn `cmd`, collect its stdout until `marker` shows up, then kill it.
+ * Throws (with the tail of stdout and stderr) if it ends or times out first.
+ */
+export async function consoleUntil(
   cmd: string,
   args: string[],
   marker: string,
   timeoutMs = 120_000,
-): Promise<number> {
+): Promise<MarkerRun> {
   const t0 = performance.now();
-  const child = new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "null" })
+  const child = new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
     .spawn();
+  const errText = new Response(child.stderr).text();
   const reader = child.stdout.getReader();
   const decoder = new TextDecoder();
   let text = "";
+  let seconds = NaN;
   const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
   try {
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) throw new Error(`${cmd} ended before '${marker}':\n${text.slice(-1500)}`);
+      if (done) break;
       text += decoder.decode(value, { stream: true });
-      if (text.includes(marker)) return (performance.now() - t0) / 1000;
+      if (text.includes(marker)) {
+        seconds = (performance.now() - t0) / 1000;
+        break;
+      }
     }
   } finally {
     clearTimeout(timer);
@@ -43,6 +59,20 @@ export async function timeToMarker(
     await reader.cancel().catch(() => {});
     await child.status;
   }
+  if (Number.isNaN(seconds)) {
+    throw new Error(`${cmd} ended before '${marker}':\n${text.slice(-1500)}\n${await errText}`);
+  }
+  return { text, seconds };
+}
+
+/** Seconds from spawning `cmd` until `marker` shows on its stdout (it is killed then). */
+export async function timeToMarker(
+  cmd: string,
+  args: string[],
+  marker: string,
+  timeoutMs = 120_000,
+): Promise<number> {
+  return (await consoleUntil(cmd, args, marker, timeoutMs)).seconds;
 }
 
 /**
