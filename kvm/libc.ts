@@ -53,6 +53,7 @@ const symbols = {
   ioctl_buf: { name: "ioctl", parameters: ["i32", "u64", "buffer"], result: "i32" },
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
@@ -87,6 +88,8 @@ export const PROT_READ = 1,
   MAP_PRIVATE = 2,
   MAP_ANONYMOUS = 0x20,
   MAP_NORESERVE = 0x4000;
+/** `madvise` advice: back with transparent huge pages. */
+export const MADV_HUGEPAGE = 14;
 /** eventfd flags. */
 export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
 /** poll events. */
@@ -156,6 +159,29 @@ export function mmap(length: number, prot: number, flags: number, fd = -1, offse
 /** `munmap`. */
 export function munmap(m: Mapping): void {
   libc().munmap(m.pointer, BigInt(m.length));
+}
+
+/**
+ * Anonymous private memory of `length` bytes starting on an `align` boundary
+ * (a power of two), for guest RAM: the over-allocated head and tail are
+ * unmapped again. With `MADV_HUGEPAGE` where the kernel has transparent huge
+ * pages, so the guest's nested page tables can use 2 MiB entries (far fewer
+ * faults while the guest first touches its memory). Throws {@linkcode OsError}.
+ */
+export function mmapAnonymousAligned(length: number, align: number): Mapping {
+  const whole = mmap(
+    length + align,
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+  );
+  const base = Deno.UnsafePointer.value(whole.pointer) as bigint;
+  const start = (base + BigInt(align - 1)) & ~BigInt(align - 1);
+  const head = Number(start - base), tail = align - head;
+  if (head > 0) libc().munmap(whole.pointer, BigInt(head));
+  const pointer = Deno.UnsafePointer.create(start)!;
+  if (tail > 0) libc().munmap(Deno.UnsafePointer.create(start + BigInt(length))!, BigInt(tail));
+  libc().madvise(pointer, BigInt(length), MADV_HUGEPAGE); // advice only: EINVAL without THP is fine
+  return { pointer, length };
 }
 
 /**

@@ -14,19 +14,7 @@ import {
   KVM_IRQFD_FLAG,
   KVM_PIT_SPEAKER_DUMMY,
 } from "./ioctls.ts";
-import {
-  close,
-  ioctl,
-  ioctlBuf,
-  MAP_ANONYMOUS,
-  MAP_NORESERVE,
-  MAP_PRIVATE,
-  type Mapping,
-  mmap,
-  munmap,
-  PROT_READ,
-  PROT_WRITE,
-} from "./libc.ts";
+import { close, ioctl, ioctlBuf, type Mapping, mmapAnonymousAligned, munmap } from "./libc.ts";
 import { encode, encodeInto } from "./layout.ts";
 import {
   kvmIoeventfd,
@@ -47,6 +35,9 @@ export interface RamRange {
   /** Size in bytes (a multiple of 4 KiB). */
   size: number;
 }
+
+/** Guest RAM is host-aligned to this, so guest and host 2 MiB pages line up. */
+const HUGE_PAGE_SIZE = 2 << 20;
 
 /** A GSI routing entry: an irqchip pin or an MSI message. */
 export type GsiRoute =
@@ -114,7 +105,7 @@ export class Vm {
   allocateMemory(ranges: readonly RamRange[]): GuestMemory {
     if (this.#memory) throw new Error("guest memory is already allocated");
     const regions = ranges.map((r) => {
-      const m = mmap(r.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+      const m = mmapAnonymousAligned(r.size, HUGE_PAGE_SIZE);
       this.#mappings.push(m);
       this.setUserMemoryRegion(
         this.#nextSlot++,
