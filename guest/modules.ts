@@ -13,9 +13,8 @@
  * @module
  */
 
-import { gunzipSync } from "node:zlib";
 import { moduleDepends, readModInfo } from "./elf_modinfo.ts";
-import { hostToolBytes } from "./host_tool.ts";
+import { decompress } from "./decompress.ts";
 
 /** A module ready to be put in an initramfs. */
 export interface LoadableModule {
@@ -171,12 +170,19 @@ export function canonical(name: string): string {
 /** Read a module file, decompressing `.gz`, `.xz` or `.zst`. */
 export async function readModuleFile(path: string): Promise<Uint8Array> {
   if (path.endsWith(".ko")) return await Deno.readFile(path);
-  if (path.endsWith(".gz")) return new Uint8Array(gunzipSync(await Deno.readFile(path)));
-  if (path.endsWith(".xz")) {
-    return await hostToolBytes("xz", ["-dc", path], "install xz-utils to read .ko.xz modules");
-  }
-  if (path.endsWith(".zst")) {
-    return await hostToolBytes("zstd", ["-dc", path], "install zstd to read .ko.zst modules");
+  const format = path.endsWith(".gz")
+    ? "gzip"
+    : path.endsWith(".xz")
+    ? "xz"
+    : path.endsWith(".zst")
+    ? "zstd"
+    : undefined;
+  if (format) {
+    try {
+      return decompress(format, await Deno.readFile(path));
+    } catch (e) {
+      throw new ModuleError(`${path}: ${(e as Error).message}`);
+    }
   }
   throw new ModuleError(`${path}: unknown module file type`);
 }

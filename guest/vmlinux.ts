@@ -3,30 +3,22 @@
  *
  * A bzImage is real-mode setup code followed by a small decompressor and the
  * compressed kernel. The x86 boot protocol (2.08+) header gives the payload's
- * place: `setup_sects` at 0x1f1, `payload_offset` and `payload_length` at
- * 0x248/0x24c, relative to the protected-mode code that starts after
- * `(setup_sects + 1) * 512` bytes. Under TCG the in-guest decompression of
- * Debian's xz kernel costs seconds; QEMU boots an ELF vmlinux that carries a
- * PVH note (Debian sets CONFIG_PVH) directly, so the lab boots that instead.
+ * place: `payload_offset` and `payload_length`, relative to the protected-mode
+ * code that starts after `(setup_sects + 1) * 512` bytes. Under TCG the in-guest decompression of
+ * Debian's xz kernel costs seconds: QEMU boots an ELF vmlinux that carries a
+ * PVH note (Debian sets CONFIG_PVH) directly, so the lab boots that instead,
+ * and dvmm boots a bzImage through its cached vmlinux (x86/loader.ts).
  *
- * Payload formats: xz (host `xz`), gzip (in-process), zstd (host `zstd`).
+ * Payload formats: xz, zstd and gzip, decompressed in-process (./decompress.ts).
  *
  * @module
  */
 
-import { gunzipSync } from "node:zlib";
 import { dvmmCacheDir } from "./cache_dir.ts";
 import type { KernelAssets } from "./debian_kernel.ts";
-import { hostToolBytes } from "./host_tool.ts";
-
-/** bzImage header fields (byte offsets from the start of the file). */
-export const BzImageHeader = {
-  setupSects: 0x1f1, // u8: setup code size in 512-byte sectors (0 means 4)
-  magic: 0x202, // u32 "HdrS"
-  version: 0x206, // u16 boot protocol version
-  payloadOffset: 0x248, // u32, from the protected-mode code start
-  payloadLength: 0x24c, // u32
-} as const;
+import { type Compression, decompress, detectCompression } from "./decompress.ts";
+import { HDRS_MAGIC, readHeaderField, SETUP_HEADER } from "../x86/bzimage.ts";
+import { isElf } from "../x86/elf_kernel.ts";
 
 /** Where the compressed kernel is inside a bzImage, and its format. */
 export interface BzImagePayload {
@@ -35,87 +27,121 @@ export interface BzImagePayload {
   /** Length in bytes. */
   readonly length: number;
   /** Compression, from the payload's magic bytes. */
-  readonly format: "xz" | "gzip" | "zstd" | "unknown";
+  readonly format: Compression | "unknown";
 }
 
 /** Locate the compressed payload of a bzImage. Throws if it is not a 2.08+ bzImage. */
 export function bzImagePayload(image: Uint8Array, what = "bzImage"): BzImagePayload {
-  const view = new DataView(image.buffer, image.byteOffset, image.byteLength);
-  if (image.length < 0x250 || view.getUint32(BzImageHeader.magic, true) !== HDRS) {
+  if (image.length < 0x250 || readHeaderField(image, "header") !== HDRS_MAGIC) {
     throw new Error(`${what}: not a bzImage (no HdrS signature at 0x202)`);
   }
-  const version = view.getUint16(BzImageHeader.version, true);
-  if (version < 0x208) {
+  const version = readHeaderField(image, "version");
+  if (version < SETUP_HEADER.payload_offset.since) {
     throw new Error(`${what}: boot protocol 0x${version.toString(16)} has no payload fields`);
   }
-  const setup = image[BzImageHeader.setupSects] || 4;
-  const offset = (setup + 1) * 512 + view.getUint32(BzImageHeader.payloadOffset, true);
-  const length = view.getUint32(BzImageHeader.payloadLength, true);
+  const setup = readHeaderField(image, "setup_sects") || 4;
+  const offset = (setup + 1) * 512 + readHeaderField(image, "payload_offset");
+  const length = readHeaderField(image, "payload_length");
   if (offset + length > image.length) {
     throw new Error(`${what}: payload 0x${offset.toString(16)}+${length} runs past the end`);
   }
-  const p = image.subarray(offset, offset + 6);
-  const format = p[0] === 0xfd && p[1] === 0x37 && p[2] === 0x7a && p[3] === 0x58
-    ? "xz"
-    : p[0] === 0x1f && p[1] === 0x8b
-    ? "gzip"
-    : p[0] === 0x28 && p[1] === 0xb5 && p[2] === 0x2f && p[3] === 0xfd
-    ? "zstd"
-    : "unknown";
-  return { offset, length, format };
+  return {
+    offset,
+    length,
+    format: detectCompression(image.subarray(offset, offset + 6)) ?? "unknown",
+  };
+}
+
+/** Decompress the kernel inside bzImage bytes and return the ELF vmlinux bytes. */
+export function decompressVmlinux(image: Uint8Array, what = "bzImage"): Uint8Array {
+  const payload = bzImagePayload(image, what);
+  if (payload.format === "unknown") {
+    throw new Error(`${what}: unsupported kernel compression (payload magic)`);
+  }
+  const data = image.subarray(payload.offset, payload.offset + payload.length);
+  // The kernel build appends the uncompressed size (u32) after the compressed stream.
+  const size = new DataView(data.buffer, data.byteOffset + data.length - 4).getUint32(0, true);
+  let elf: Uint8Array;
+  try {
+    elf = decompress(payload.format, data, size);
+  } catch (e) {
+    throw new Error(`${what}: ${(e as Error).message}`);
+  }
+  if (!isElf(elf)) throw new Error(`${what}: decompressed payload is not an ELF vmlinux`);
+  return elf;
 }
 
 /** Decompress the kernel inside a bzImage file and return the ELF vmlinux bytes. */
 export async function extractVmlinux(bzImagePath: string): Promise<Uint8Array> {
-  const image = await Deno.readFile(bzImagePath);
-  const payload = bzImagePayload(image, bzImagePath);
-  const data = image.subarray(payload.offset, payload.offset + payload.length);
-  let elf: Uint8Array;
-  switch (payload.format) {
-    case "gzip":
-      elf = new Uint8Array(gunzipSync(data));
-      break;
-    case "xz":
-    case "zstd": {
-      const tool = payload.format;
-      const tmp = await Deno.makeTempFile({ prefix: "dvmm-payload-" });
-      try {
-        await Deno.writeFile(tmp, data);
-        // The kernel build appends the uncompressed size (4 bytes) after the stream.
-        const args = tool === "xz" ? ["-dc", "--single-stream", tmp] : ["-dc", tmp];
-        elf = await hostToolBytes(tool, args, `install ${tool} to unpack the kernel`);
-      } finally {
-        await Deno.remove(tmp).catch(() => {});
-      }
-      break;
-    }
-    default:
-      throw new Error(`${bzImagePath}: unsupported kernel compression (payload magic)`);
-  }
-  if (elf[0] !== 0x7f || elf[1] !== 0x45 || elf[2] !== 0x4c || elf[3] !== 0x46) {
-    throw new Error(`${bzImagePath}: decompressed payload is not an ELF vmlinux`);
-  }
-  return elf;
+  return decompressVmlinux(await Deno.readFile(bzImagePath), bzImagePath);
+}
+
+/** Where {@linkcode cachedVmlinux} keeps the vmlinux of a bzImage: `<cache>/vmlinux/<sha256>.elf`. */
+export async function vmlinuxCachePath(
+  image: Uint8Array,
+  cacheDir = dvmmCacheDir(),
+): Promise<string> {
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", image as Uint8Array<ArrayBuffer>),
+  );
+  const hex = Array.from(digest.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${cacheDir}/vmlinux/${hex}.elf`;
 }
 
 /**
- * Path of the uncompressed vmlinux of `kernel`, extracted once into
- * `<cache>/vmlinux/vmlinux-<version>` (about 65 MB for Debian's kernel).
+ * The uncompressed vmlinux of the bzImage `image`, from the cache keyed by the
+ * image's SHA-256, else decompressed now and stored there (atomically) for
+ * the next boot. Undefined when it is not cached and the cache cannot be
+ * written (read-only, full): decompressing on every boot would cost what the
+ * guest's own decompression costs.
  */
-export async function ensureVmlinux(kernel: KernelAssets): Promise<string> {
-  const dir = `${dvmmCacheDir()}/vmlinux`;
-  const path = `${dir}/vmlinux-${kernel.version}`;
+export async function cachedVmlinux(
+  image: Uint8Array,
+  opts: { what?: string; cacheDir?: string } = {},
+): Promise<{ elf: Uint8Array; path: string } | undefined> {
+  const path = await vmlinuxCachePath(image, opts.cacheDir);
   try {
-    if ((await Deno.stat(path)).size > 0) return path;
+    const elf = await Deno.readFile(path);
+    if (isElf(elf)) return { elf, path };
   } catch {
-    // not extracted yet
+    // not cached yet
   }
-  const elf = await extractVmlinux(kernel.vmlinuz);
-  await Deno.mkdir(dir, { recursive: true });
   const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-  await Deno.writeFile(tmp, elf);
-  await Deno.rename(tmp, path);
-  return path;
+  let file: Deno.FsFile;
+  try {
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    file = await Deno.open(tmp, { write: true, createNew: true });
+  } catch {
+    return undefined;
+  }
+  try {
+    const elf = decompressVmlinux(image, opts.what);
+    await file.write(elf).then(async (n) => {
+      if (n !== elf.length) throw new Error(`short write to ${tmp}`);
+      await file.syncData();
+    });
+    file.close();
+    await Deno.rename(tmp, path);
+    return { elf, path };
+  } catch (e) {
+    try {
+      file.close();
+    } catch { /* closed */ }
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
 }
 
-const HDRS = 0x53726448; // "HdrS" little-endian
+/**
+ * Path of the uncompressed vmlinux of `kernel` in the cache (extracted once;
+ * about 65 MB for Debian's kernel). Throws when it cannot be stored.
+ */
+export async function ensureVmlinux(kernel: KernelAssets): Promise<string> {
+  const cached = await cachedVmlinux(await Deno.readFile(kernel.vmlinuz), {
+    what: kernel.vmlinuz,
+  });
+  if (!cached) {
+    throw new Error(`cannot store the vmlinux of ${kernel.vmlinuz} in ${dvmmCacheDir()}`);
+  }
+  return cached.path;
+}

@@ -62,6 +62,8 @@ export interface VmFlagValues {
   apiSocket?: string;
   /** false with `--no-api` (commander's default for a lone `--no-` flag is true). */
   api?: boolean;
+  /** false with `--no-kernel-cache`. */
+  kernelCache?: boolean;
   /** `--debug`. */
   debug?: true;
 }
@@ -121,6 +123,9 @@ export function addVmFlags<
     .addOption(new Option("--name <name>", "VM name, names the control socket (default vm-PID-N)"))
     .addOption(new Option("--api-socket <path>", "control socket path (default: see dvmm list)"))
     .addOption(new Option("--no-api", "do not open the control socket"))
+    .addOption(
+      new Option("--no-kernel-cache", "boot a bzImage as it is (guest decompresses it; KASLR)"),
+    )
     .addOption(new Option("--debug", "verbose VMM logging"))
     .addHelpText("after", VM_FLAGS_HELP);
   return cmd as unknown as Command<Args, Opts & VmFlagValues, G>;
@@ -199,6 +204,7 @@ function flagsToInput(flags: VmFlagValues, cwd: string): FlagInput {
   if (flags.rng) set("rng", "--rng", true);
   if (flags.name !== undefined) set("name", "--name", flags.name);
   if (flags.debug) set("debug", "--debug", true);
+  if (flags.kernelCache === false) set("kernelCache", "--no-kernel-cache", false);
 
   if (flags.disk !== undefined) {
     input.disks = flags.disk.map((arg) => {

@@ -255,6 +255,9 @@ export function vmConfigSchema(options: VmSchemaOptions = {}) {
     devices: z.array(device, { error: expected("a list of devices") }).default([])
       .describe("PCI devices from plugins."),
     api: api.prefault({}).describe("The control socket."),
+    kernelCache: bool().default(true).describe(
+      "Boot a bzImage through its decompressed vmlinux kept in dvmm's cache (faster; no KASLR).",
+    ),
     debug: bool().default(false).describe("Verbose VMM logging."),
   }, "an object of VM settings").transform((c, ctx) => {
     let socket = c.api.socket;
@@ -323,6 +326,8 @@ export interface VmConfig {
   devices: { plugin: string; options: Record<string, PluginOptionValue> }[];
   /** The control socket (socket is set whenever enabled). */
   api: { enabled: boolean; socket: string | undefined };
+  /** Boot a bzImage through its cached decompressed vmlinux. */
+  kernelCache: boolean;
   /** Verbose VMM logging. */
   debug: boolean;
 }
@@ -357,6 +362,8 @@ export interface VmConfigInput {
     | undefined;
   /** The control socket. */
   api?: { socket?: string | undefined; enabled?: boolean | undefined } | undefined;
+  /** Boot a bzImage through its cached decompressed vmlinux (default true). */
+  kernelCache?: boolean | undefined;
   /** Verbose VMM logging. */
   debug?: boolean | undefined;
 }

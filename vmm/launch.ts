@@ -17,6 +17,7 @@ import { OutputBatcher, pumpStdin } from "./host_console.ts";
 import { registerBuiltinDevices } from "../devices/builtin.ts";
 import type { VmConfig } from "./config.ts";
 import { UsageError } from "./cli_errors.ts";
+import { cachedVmlinux } from "../guest/vmlinux.ts";
 import { BzImageError, parseBzImage } from "../x86/bzimage.ts";
 import { LoadError } from "../x86/loader.ts";
 import { openControlSocket } from "./control_socket.ts";
@@ -42,6 +43,13 @@ export interface LaunchOptions {
   devices?: { plugin: string; options?: Record<string, unknown>; trusted?: boolean }[];
   /** Extra paths sandboxed plugins may read (their own module file is always readable). */
   pluginRead?: string[];
+  /**
+   * Boot a bzImage through its decompressed vmlinux, kept in the dvmm cache
+   * (default true): the guest skips decompressing itself, which costs seconds
+   * under nested virtualization, but the decompressor's KASLR is lost. False
+   * boots the bzImage as it is.
+   */
+  kernelCache?: boolean;
   /** Verbose VMM log on stderr. */
   debug?: boolean;
 }
@@ -127,11 +135,13 @@ export async function createMachine(
     }
     throw e;
   }
+  const vmlinux = opts.kernelCache === false ? undefined : await vmlinuxOf(guest.kernel, log);
   const registry = registerBuiltinDevices(new DeviceRegistry());
   try {
     const devices = await loadDevices(opts.devices, registry, { read: opts.pluginRead, log });
     const machine = await Machine.create({
       kernel: guest.kernel,
+      vmlinux,
       initrd: guest.initrd,
       cmdline: opts.cmdline ?? "",
       memory: opts.memory,
@@ -146,6 +156,20 @@ export async function createMachine(
     registry.close();
     if (e instanceof LoadError) throw new LaunchError(e.message);
     throw e;
+  }
+}
+
+/** The cached vmlinux of a bzImage; undefined (boot the bzImage itself) when it cannot be had. */
+async function vmlinuxOf(kernel: Uint8Array, log: Logger): Promise<Uint8Array | undefined> {
+  try {
+    const cached = await cachedVmlinux(kernel);
+    log.debug(
+      cached ? `kernel: booting the vmlinux cached at ${cached.path}` : "kernel: no writable cache",
+    );
+    return cached?.elf;
+  } catch (e) {
+    log.debug(`kernel: booting the bzImage itself: ${e instanceof Error ? e.message : e}`);
+    return undefined;
   }
 }
 
@@ -180,6 +204,7 @@ export function launchOptionsFromConfig(config: VmConfig): LaunchOptions {
     memory: config.memory,
     cpus: config.cpus,
     devices,
+    kernelCache: config.kernelCache,
     debug: config.debug,
   };
 }

@@ -38,7 +38,7 @@ import { KvmPciPlatform } from "./kvm_pci_platform.ts";
 import { bootFpu } from "../x86/fpu.ts";
 import { bootMsrs } from "../x86/msrs.ts";
 import { vcpuCpuid } from "../x86/cpuid.ts";
-import { loadLinux } from "../x86/loader.ts";
+import { type LinuxBoot, loadLinux } from "../x86/loader.ts";
 import { IRQS, PORTS, ramRegions } from "../x86/layout.ts";
 
 /** A PCI device plugin to plug, with its options. */
@@ -55,6 +55,11 @@ export interface MachineDevice {
 export interface MachineConfig {
   /** bzImage bytes. */
   kernel: Uint8Array;
+  /**
+   * The bzImage's decompressed ELF vmlinux, booted in its place (the guest
+   * then skips decompressing itself); see guest/vmlinux.ts.
+   */
+  vmlinux?: Uint8Array;
   /** initramfs bytes. */
   initrd?: Uint8Array;
   /** Extra kernel command line, appended to {@linkcode DEFAULT_CMDLINE}. */
@@ -129,6 +134,8 @@ export class Machine {
   readonly serial: Serial8250;
   /** Guest RAM. */
   readonly memory: GuestMemory;
+  /** Where the kernel, initrd and tables went, and how the boot vCPU enters the kernel. */
+  readonly boot: LinuxBoot;
   #state: MachineState = "created";
   #vcpus: VcpuThread[] = [];
   #dispatcher: IoDispatcher;
@@ -193,8 +200,9 @@ export class Machine {
       this.pci.addDevice(d.definition, { options: d.options, source: d.source });
     }
 
-    const boot = loadLinux(this.memory, {
+    const boot = this.boot = loadLinux(this.memory, {
       kernel: config.kernel,
+      vmlinux: config.vmlinux,
       initrd: config.initrd,
       cmdline: [DEFAULT_CMDLINE, config.cmdline].filter((s) => s.trim()).join(" "),
       memorySize: config.memory,

@@ -33,6 +33,7 @@ import {
   STARTUP_64_OFFSET,
 } from "./bzimage.ts";
 import { buildBootParams } from "./boot_params.ts";
+import { ElfError, parseElfKernel } from "./elf_kernel.ts";
 import { buildE820Map, checkE820Map, type E820Entry } from "./e820.ts";
 import { type AcpiTables, buildAcpiTables, MAX_ACPI_CPUS, type PciInterruptRoute } from "./acpi.ts";
 import { writeIdentityPageTables } from "./page_tables.ts";
@@ -59,6 +60,13 @@ import { LOW_RAM_END, MiB, ramRegions } from "./layout.ts";
 export interface LoadLinuxOptions {
   /** The bzImage file. */
   readonly kernel: Uint8Array;
+  /**
+   * The bzImage's kernel already decompressed (its ELF vmlinux, see
+   * guest/vmlinux.ts): loaded at its physical addresses and entered at its
+   * `startup_64`, so the guest skips its own decompression (and with it the
+   * decompressor's KASLR). The zero page still carries the bzImage's header.
+   */
+  readonly vmlinux?: Uint8Array;
   /** The initramfs, if any. */
   readonly initrd?: Uint8Array;
   /** Kernel command line. */
@@ -87,8 +95,10 @@ export interface LinuxBoot {
   readonly entry: BootCpuState;
   /** The parsed image. */
   readonly image: BzImage;
-  /** The protected-mode kernel as loaded. */
+  /** The protected-mode kernel as loaded (the vmlinux segments' span when booting those). */
   readonly kernel: Placement;
+  /** True when the decompressed vmlinux was loaded instead of the bzImage's own code. */
+  readonly decompressed: boolean;
   /** Memory the kernel uses before it reads the E820 map: runtime start + init_size. */
   readonly kernelRuntime: Placement;
   /** The zero page. */
@@ -152,11 +162,18 @@ export function loadLinux(memory: GuestMemory, opts: LoadLinuxOptions): LinuxBoo
     );
   }
 
-  // Kernel: loaded at 1 MiB; it decompresses to its runtime address.
-  const kernel: Placement = { addr: KERNEL_LOAD, size: image.kernel.length };
+  // Kernel: loaded at 1 MiB; it decompresses to its runtime address. Or its vmlinux, loaded
+  // where the decompressor would have put it.
+  const elf = opts.vmlinux ? parseVmlinux(opts.vmlinux) : undefined;
+  const kernel: Placement = elf
+    ? { addr: elf.start, size: elf.end - elf.start }
+    : { addr: KERNEL_LOAD, size: image.kernel.length };
   const runtimeStart = hdr.relocatable
     ? Math.max(alignUp(KERNEL_LOAD, hdr.kernelAlignment), hdr.prefAddress)
     : hdr.prefAddress;
+  if (elf && elf.start < KERNEL_LOAD) {
+    throw new LoadError(`vmlinux loads at 0x${elf.start.toString(16)}, below 1 MiB`);
+  }
   const kernelRuntime: Placement = { addr: runtimeStart, size: hdr.initSize };
   const kernelEnd = Math.max(kernel.addr + kernel.size, runtimeStart + hdr.initSize);
   if (kernelEnd > lowEnd) {
@@ -200,7 +217,14 @@ export function loadLinux(memory: GuestMemory, opts: LoadLinuxOptions): LinuxBoo
   checkE820Map(e820);
 
   // Write everything.
-  memory.write(kernel.addr, image.kernel);
+  if (elf && opts.vmlinux) {
+    for (const s of elf.segments) {
+      memory.write(s.paddr, opts.vmlinux.subarray(s.offset, s.offset + s.fileSize));
+      if (s.memSize > s.fileSize) memory.fill(s.paddr + s.fileSize, s.memSize - s.fileSize);
+    }
+  } else {
+    memory.write(kernel.addr, image.kernel);
+  }
   if (initrd && opts.initrd) memory.write(initrd.addr, opts.initrd);
   memory.write(acpi.base, acpi.bytes);
   memory.fill(CMDLINE, cmdline.length + 1);
@@ -218,7 +242,7 @@ export function loadLinux(memory: GuestMemory, opts: LoadLinuxOptions): LinuxBoo
   const cr3 = writeIdentityPageTables(memory, { pml4: PML4, pdpt: PDPT, pd: PD, gib: PD_COUNT });
 
   const entry = bootCpuState({
-    rip: kernel.addr + STARTUP_64_OFFSET,
+    rip: elf ? elf.entry : kernel.addr + STARTUP_64_OFFSET,
     zeroPage: ZERO_PAGE,
     rsp: BOOT_STACK_TOP,
     cr3,
@@ -229,6 +253,7 @@ export function loadLinux(memory: GuestMemory, opts: LoadLinuxOptions): LinuxBoo
     entry,
     image,
     kernel,
+    decompressed: elf !== undefined,
     kernelRuntime,
     zeroPage: { addr: ZERO_PAGE, size: zeroPage.length },
     cmdline: { addr: CMDLINE, size: cmdline.length + 1 },
@@ -236,6 +261,15 @@ export function loadLinux(memory: GuestMemory, opts: LoadLinuxOptions): LinuxBoo
     acpi,
     e820,
   };
+}
+
+function parseVmlinux(bytes: Uint8Array) {
+  try {
+    return parseElfKernel(bytes);
+  } catch (e) {
+    if (e instanceof ElfError) throw new LoadError(`vmlinux: ${e.message}`);
+    throw e;
+  }
 }
 
 function alignUp(n: number, align: number): number {

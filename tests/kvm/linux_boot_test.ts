@@ -78,3 +78,16 @@ Deno.test("a guest kernel panic ends the VMM with the panic status (4)", async (
   strictEqual(exit.status, 4);
   match(console.output, /Kernel panic - not syncing/);
 });
+
+Deno.test("a bzImage boots through its cached vmlinux by default, and as it is without the cache", async () => {
+  for (const kernelCache of [true, false]) {
+    const { machine, console } = await bootShell({ kernelCache });
+    strictEqual(machine.boot.decompressed, kernelCache);
+    // The decompressor randomizes the kernel's virtual base (KASLR); the vmlinux runs where linked.
+    const text = (await console.run("grep ' _text$' /proc/kallsyms")).output.split(" ")[0];
+    if (kernelCache) strictEqual(text, "ffffffff81000000");
+    strictEqual((await console.run("echo booted $((6 * 7))")).output, "booted 42\n");
+    await console.write("poweroff -f\n");
+    strictEqual((await waitExit(machine)).status, 0);
+  }
+});

@@ -91,6 +91,7 @@ Deno.test("every flag maps onto the schema, relative paths against the cwd", () 
       "web",
       "--api-socket",
       "ctl.sock",
+      "--no-kernel-cache",
       "--debug",
     ]);
     const c = vmConfigFromFlags(flags, dir);
@@ -112,6 +113,7 @@ Deno.test("every flag maps onto the schema, relative paths against the cwd", () 
         { plugin: "regfile", options: {} },
       ],
       api: { enabled: true, socket: join(dir, "ctl.sock") },
+      kernelCache: false,
       debug: true,
     });
   } finally {

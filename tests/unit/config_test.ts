@@ -62,6 +62,7 @@ Deno.test("an empty config gets every default from the schema", () => {
       rng: false,
       devices: [],
       api: undefined,
+      kernelCache: true,
       debug: false,
     });
     assert.equal(c.kernel, undefined);

@@ -1,18 +1,19 @@
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import { ensureKernel, KernelError } from "../../guest/debian_kernel.ts";
-import { BzImageHeader, bzImagePayload, extractVmlinux } from "../../guest/vmlinux.ts";
+import { bzImagePayload, cachedVmlinux, extractVmlinux } from "../../guest/vmlinux.ts";
+import { SETUP_HEADER } from "../../x86/bzimage.ts";
 import { fakeModuleElf, makeFakeKernel } from "./fake_kernel.ts";
 
 function fakeBzImage(payload: Uint8Array, setupSects = 1, payloadOffset = 16): Uint8Array {
   const pm = (setupSects + 1) * 512;
   const image = new Uint8Array(pm + payloadOffset + payload.length + 4);
   const v = new DataView(image.buffer);
-  image[BzImageHeader.setupSects] = setupSects;
-  v.setUint32(BzImageHeader.magic, 0x53726448, true);
-  v.setUint16(BzImageHeader.version, 0x020f, true);
-  v.setUint32(BzImageHeader.payloadOffset, payloadOffset, true);
-  v.setUint32(BzImageHeader.payloadLength, payload.length, true);
+  image[SETUP_HEADER.setup_sects.offset] = setupSects;
+  v.setUint32(SETUP_HEADER.header.offset, 0x53726448, true);
+  v.setUint16(SETUP_HEADER.version.offset, 0x020f, true);
+  v.setUint32(SETUP_HEADER.payload_offset.offset, payloadOffset, true);
+  v.setUint32(SETUP_HEADER.payload_length.offset, payload.length, true);
   image.set(payload, pm + payloadOffset);
   return image;
 }
@@ -53,5 +54,39 @@ Deno.test("DVMM_KERNEL_DIR selects an unpacked kernel tree without apt", async (
     if (saved === undefined) Deno.env.delete("DVMM_KERNEL_DIR");
     else Deno.env.set("DVMM_KERNEL_DIR", saved);
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("a bzImage's vmlinux is decompressed once into the cache, keyed by the image", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const elf = fakeModuleElf({ name: "vmlinux" });
+    const image = fakeBzImage(gzipSync(elf));
+    const first = await cachedVmlinux(image, { cacheDir: dir });
+    assert.ok(first);
+    assert.deepEqual(first.elf, elf);
+    assert.match(first.path, new RegExp(`^${dir}/vmlinux/[0-9a-f]{32}\\.elf$`));
+    assert.deepEqual(await Deno.readFile(first.path), elf);
+    // A hit reads the cache: what is stored there is what boots.
+    const marked = elf.slice();
+    marked[100] ^= 1;
+    await Deno.writeFile(first.path, marked);
+    assert.deepEqual((await cachedVmlinux(image, { cacheDir: dir }))?.elf, marked);
+    // Another image, another entry.
+    const other = await cachedVmlinux(fakeBzImage(gzipSync(elf), 2), { cacheDir: dir });
+    assert.notEqual(other?.path, first.path);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/vmlinux`)].length, 2, "no temp files left");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("with no writable cache, the vmlinux is not decompressed at all", async () => {
+  const file = await Deno.makeTempFile();
+  try {
+    const image = fakeBzImage(gzipSync(fakeModuleElf({ name: "vmlinux" })));
+    assert.equal(await cachedVmlinux(image, { cacheDir: `${file}/cache` }), undefined);
+  } finally {
+    await Deno.remove(file);
   }
 });

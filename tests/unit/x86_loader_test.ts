@@ -8,6 +8,7 @@ import { decodeDescriptor } from "../../x86/gdt.ts";
 import { PTE, PTE_ADDR_MASK } from "../../x86/page_tables.ts";
 import { GiB, MiB } from "../../x86/layout.ts";
 import { fakeBzImage, findCachedKernel } from "./x86_fake_bzimage.ts";
+import { fakeVmlinux } from "./x86_fake_vmlinux.ts";
 
 const MEM = 128 * MiB;
 
@@ -246,4 +247,38 @@ Deno.test({
     assertEquals(readHeaderField(page, "version"), result.image.header.version);
     assertEquals(readHeaderField(page, "init_size"), result.image.header.initSize);
   },
+});
+
+Deno.test("with a decompressed vmlinux, its segments load at their addresses and RIP is its entry", () => {
+  const text = new Uint8Array([0x90, 0x90, 0xf4]);
+  const data = new Uint8Array([7, 7, 7, 7]);
+  const vmlinux = fakeVmlinux(16 * MiB, [
+    { paddr: 16 * MiB, bytes: text },
+    { paddr: 20 * MiB, bytes: data, memSize: 0x2000 },
+  ]);
+  const memory = GuestMemory.ofSize(MEM);
+  memory.fill(20 * MiB + 4, 0x1000, 0xaa); // stale bytes where the segment's zero tail goes
+  const result = loadLinux(memory, {
+    kernel: fakeBzImage(),
+    vmlinux,
+    cmdline: "console=ttyS0",
+    memorySize: MEM,
+    cpus: 1,
+  });
+  assert(result.decompressed);
+  assertEquals(result.entry.regs.rip, BigInt(16 * MiB));
+  assertEquals(result.kernel, { addr: 16 * MiB, size: 4 * MiB + 0x2000 });
+  assertEquals(memory.read(16 * MiB, 3), text);
+  assertEquals(memory.read(20 * MiB, 4), data);
+  assertEquals(memory.read(20 * MiB + 4, 0x1000), new Uint8Array(0x1000));
+  // The zero page still carries the bzImage's setup header.
+  assertEquals(readHeaderField(memory.read(0x7000, 4096), "header"), 0x5372_6448);
+  assert(!boot().result.decompressed);
+});
+
+Deno.test("a vmlinux that is not a loadable ELF kernel is a LoadError", () => {
+  const e = assertThrows(() => boot({ vmlinux: new Uint8Array(64) }), LoadError);
+  assert(e.message.includes("vmlinux: ELF kernel: no ELF header"), e.message);
+  const low = fakeVmlinux(0x8000, [{ paddr: 0x8000, bytes: new Uint8Array(16) }]);
+  assert(assertThrows(() => boot({ vmlinux: low }), LoadError).message.includes("below 1 MiB"));
 });
