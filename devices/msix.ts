@@ -74,8 +74,8 @@ export interface MsiSink {
   sendMsi(vector: number, message: MsiMessage): void;
   /**
    * Entry `vector`'s address/data or mask changed, or MSI-X was enabled or
-   * disabled (for irqfd routing updates). `message` is null while it is not
-   * deliverable (masked or MSI-X disabled).
+   * disabled or the function (un)masked (for irqfd routing updates). `message`
+   * is null while it is not deliverable (masked, function-masked or MSI-X disabled).
    */
   vectorChanged?(vector: number, message: MsiMessage | null): void;
 }
@@ -184,9 +184,7 @@ export class MsixTable {
     const before = this.#control;
     this.#control = value & (MSIX_CONTROL.ENABLE | MSIX_CONTROL.FUNCTION_MASK);
     if (before === this.#control) return;
-    if ((before ^ this.#control) & MSIX_CONTROL.ENABLE) {
-      for (let v = 0; v < this.vectors; v++) this.#routeChanged(v);
-    }
+    for (let v = 0; v < this.vectors; v++) this.#routeChanged(v);
     this.#deliverPending();
   }
 
@@ -291,7 +289,9 @@ export class MsixTable {
   #routeChanged(vector: number): void {
     this.#sink.vectorChanged?.(
       vector,
-      this.enabled && !this.vectorMasked(vector) ? this.message(vector) : null,
+      this.enabled && !this.functionMasked && !this.vectorMasked(vector)
+        ? this.message(vector)
+        : null,
     );
   }
 }

@@ -108,18 +108,40 @@ export interface PciPlatform {
   signalMsi(address: bigint, data: number): void;
   /**
    * Make guest writes of `length` bytes (0: any width) at `address` in `space`
-   * call `onKick` (later, on the VMM thread) instead of trapping. Throws if the
-   * host refuses; the write then keeps reaching the BAR handler.
+   * call `onKick` (later, on the VMM thread) instead of trapping; with `fd`
+   * (an eventfd the caller owns), signal that eventfd instead where the host
+   * can. Throws if the host refuses; the write then keeps reaching the BAR handler.
    */
   addIoeventfd(
     space: PciSpace,
     address: bigint,
     length: IoeventfdLength,
     onKick: () => void,
+    fd?: number,
   ): PciIoeventfdHandle;
   /** Undo one {@linkcode addIoeventfd}; kicks not yet delivered for it are dropped. */
   removeIoeventfd(handle: PciIoeventfdHandle): void;
+  /**
+   * Optional: how another thread of this process can send MSIs itself (the
+   * KVM VM fd for KVM_SIGNAL_MSI), or null where it cannot.
+   */
+  remoteMsi?(): { readonly vmFd: number } | null;
 }
+
+/**
+ * MSI delivery a plugin's own worker thread can do without the VMM thread
+ * (structured-cloneable: post it to the worker, send with
+ * `kvm/remote_msi.ts`). The core keeps `state` current.
+ */
+export interface PciRemoteMsi {
+  /** The KVM VM fd (process-wide) to send KVM_SIGNAL_MSI on. */
+  readonly vmFd: number;
+  /** Int32 word {@linkcode REMOTE_MSI_WORD.BUS_MASTER}: non-zero while Bus Master Enable is set. */
+  readonly state: SharedArrayBuffer;
+}
+
+/** Words of {@linkcode PciRemoteMsi.state}. */
+export const REMOTE_MSI_WORD = { BUS_MASTER: 0 } as const;
 
 /** Host output a device can write to (the machine's console; a plugin such as virtio-console). */
 export interface PciHostConsole {
@@ -143,6 +165,13 @@ export interface PciMsi {
    * Enable is off in the Command register. Returns true if it was sent.
    */
   send(address: bigint, data: number): boolean;
+  /**
+   * MSI delivery from another thread (a plugin worker that serves a queue
+   * itself), or null where the host cannot. Messages sent that way skip the
+   * VMM thread; they are dropped while Bus Master Enable is off, like `send`.
+   * The plugin stays responsible for masking (send only unmasked messages).
+   */
+  remote?(): PciRemoteMsi | null;
 }
 
 /**
@@ -162,6 +191,12 @@ export interface PciIoeventfd {
   readonly address: bigint | null;
   /** Stop serving this doorbell (idempotent). */
   remove(): void;
+}
+
+/** Options of {@linkcode PciDeviceContext.ioeventfd}. */
+export interface PciIoeventfdOptions {
+  /** Signal this eventfd (owned by the plugin) instead of calling `onKick`, where the host can. */
+  readonly fd?: number;
 }
 
 /** What a device instance gets from the core. */
@@ -192,8 +227,19 @@ export interface PciDeviceContext<O> {
    * May be called from `create` on. Throws RangeError for a BAR the device
    * lacks, a range outside it, or length 0 on an I/O BAR. Exceptions from
    * `onKick` are caught and logged like any plugin fault.
+   *
+   * With `options.fd` (an eventfd the plugin owns and closes), the host
+   * signals that eventfd on each doorbell write instead of calling `onKick`
+   * (a plugin worker can wait on it and serve the doorbell on its own thread);
+   * a host that cannot calls `onKick` as usual.
    */
-  ioeventfd(bar: number, offset: number, length: IoeventfdLength, onKick: () => void): PciIoeventfd;
+  ioeventfd(
+    bar: number,
+    offset: number,
+    length: IoeventfdLength,
+    onKick: () => void,
+    options?: PciIoeventfdOptions,
+  ): PciIoeventfd;
 }
 
 /** What `create` returns: the device's emulation. Every member is optional. */

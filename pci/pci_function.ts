@@ -24,6 +24,8 @@ import {
   type PciIoeventfd,
   type PciIoeventfdHandle,
   type PciPlatform,
+  type PciRemoteMsi,
+  REMOTE_MSI_WORD,
 } from "../devices/pci_device.ts";
 import { PluginError } from "../devices/pci_manifest.ts";
 import type { GuestMemory } from "../kvm/guest_memory.ts";
@@ -149,6 +151,7 @@ export class PciFunction {
   readonly #doorbells: Doorbell[] = [];
   #intxLevel = false;
   #closed = false;
+  #remote: PciRemoteMsi | null | undefined;
 
   /** Build the function and create the plugin instance. Throws {@linkcode PluginError} if `create` throws. */
   constructor(init: PciFunctionInit) {
@@ -180,9 +183,13 @@ export class PciFunction {
         options: init.options,
         slot: init.slot,
         barAddress: (index) => this.#barBySlot[index]?.active?.address ?? null,
-        msi: { send: (address, data) => this.#sendMsi(address, data) },
+        msi: {
+          send: (address, data) => this.#sendMsi(address, data),
+          remote: () => this.#remoteMsi(),
+        },
         hostConsole: init.hostConsole,
-        ioeventfd: (bar, offset, length, onKick) => this.#addDoorbell(bar, offset, length, onKick),
+        ioeventfd: (bar, offset, length, onKick, options) =>
+          this.#addDoorbell(bar, offset, length, onKick, options?.fd),
       }) ?? {};
     } catch (e) {
       throw new PluginError(init.source, `create failed: ${errorText(e)}`, { cause: e });
@@ -264,6 +271,7 @@ export class PciFunction {
       const before = this.command;
       this.config.write(offset, data);
       const changed = before ^ this.command;
+      if (changed & COMMAND.BUS_MASTER) this.#publishBusMaster();
       if (changed & COMMAND.IO) this.#host.decodeChanged(this, "io");
       if (changed & COMMAND.MEMORY) this.#host.decodeChanged(this, "mem");
       if (changed & COMMAND.INTX_DISABLE) this.#driveIntx();
@@ -347,6 +355,7 @@ export class PciFunction {
       bar.pendingFrom = null;
     }
     this.#setIntx(false);
+    this.#publishBusMaster();
     try {
       this.#instance.reset?.();
     } catch (e) {
@@ -371,6 +380,7 @@ export class PciFunction {
     offset: number,
     length: IoeventfdLength,
     onKick: () => void,
+    fd?: number,
   ): PciIoeventfd {
     const bar = this.#barBySlot[index];
     if (!bar || bar.index !== index) {
@@ -402,6 +412,7 @@ export class PciFunction {
           this.fault(`BAR ${index}: doorbell at +${hex(offset)} failed`, e);
         }
       },
+      fd,
       handle: null,
       address: null,
       removed: false,
@@ -429,7 +440,7 @@ export class PciFunction {
     if (d.removed || d.handle !== null) return;
     const address = base + BigInt(d.offset);
     try {
-      d.handle = this.#platform.addIoeventfd(d.bar.space, address, d.length, d.onKick);
+      d.handle = this.#platform.addIoeventfd(d.bar.space, address, d.length, d.onKick, d.fd);
       d.address = address;
     } catch (e) {
       this.log.warn(
@@ -450,6 +461,23 @@ export class PciFunction {
     } catch (e) {
       this.log.error(`BAR ${d.bar.index}: removing ioeventfd failed: ${errorText(e)}`);
     }
+  }
+
+  /** The remote MSI descriptor (created on first use), or null where the platform has none. */
+  #remoteMsi(): PciRemoteMsi | null {
+    if (this.#remote === undefined) {
+      const target = this.#platform.remoteMsi?.() ?? null;
+      this.#remote = target && { vmFd: target.vmFd, state: new SharedArrayBuffer(4) };
+      this.#publishBusMaster();
+    }
+    return this.#remote;
+  }
+
+  /** Mirror Bus Master Enable into the remote MSI state word. */
+  #publishBusMaster(): void {
+    if (!this.#remote) return;
+    const words = new Int32Array(this.#remote.state);
+    Atomics.store(words, REMOTE_MSI_WORD.BUS_MASTER, this.command & COMMAND.BUS_MASTER ? 1 : 0);
   }
 
   #sendMsi(address: bigint, data: number): boolean {
@@ -620,6 +648,7 @@ interface Doorbell {
   readonly offset: number;
   readonly length: IoeventfdLength;
   readonly onKick: () => void;
+  readonly fd: number | undefined;
   handle: PciIoeventfdHandle | null;
   address: bigint | null;
   removed: boolean;

@@ -2,7 +2,9 @@
  * The {@linkcode PciPlatform} of a KVM machine: MSIs go out with
  * KVM_SIGNAL_MSI, doorbells become KVM ioeventfds whose eventfds an
  * {@linkcode IoeventfdPoller} worker waits on (started on the first doorbell),
- * and each kick reaches the device on the VMM thread.
+ * and each kick reaches the device on the VMM thread. A plugin may instead
+ * hand in its own eventfd and wait on it in its own worker, which then sends
+ * MSIs itself on the VM fd ({@linkcode KvmPciPlatform.remoteMsi}).
  *
  * Ordering: a vCPU's earlier MMIO/PIO writes are posted to its channel and
  * may still be unapplied when its doorbell write fires the eventfd (which
@@ -46,7 +48,10 @@ export class KvmPciPlatform implements PciPlatform {
   readonly stats: KvmPciPlatformStats = { msis: 0, msisBlocked: 0, kicks: 0, ioeventfds: 0 };
   readonly #vm: Vm;
   readonly #beforeKick: () => void;
-  readonly #live = new Map<PciIoeventfdHandle, { spec: IoeventfdSpec; entry: PolledEventfd }>();
+  readonly #live = new Map<
+    PciIoeventfdHandle,
+    { spec: IoeventfdSpec; entry: PolledEventfd | null }
+  >();
   #poller: IoeventfdPoller | null = null;
   #next = 1;
   #closed = false;
@@ -68,14 +73,31 @@ export class KvmPciPlatform implements PciPlatform {
     if (r === 0) this.stats.msisBlocked++;
   }
 
-  /** A fresh eventfd on the poller, assigned with KVM_IOEVENTFD (no datamatch). */
+  /** The VM fd: other threads (plugin workers) may send KVM_SIGNAL_MSI on it. */
+  remoteMsi(): { vmFd: number } {
+    return { vmFd: this.#vm.fd };
+  }
+
+  /**
+   * KVM_IOEVENTFD (no datamatch) on `fd` when given (the caller owns and
+   * waits on it), else on a fresh eventfd of the poller, which calls `onKick`.
+   */
   addIoeventfd(
     space: PciSpace,
     address: bigint,
     length: IoeventfdLength,
     onKick: () => void,
+    fd?: number,
   ): PciIoeventfdHandle {
     if (this.#closed) throw new Error("KVM PCI platform: closed");
+    if (fd !== undefined) {
+      const spec: IoeventfdSpec = { addr: address, len: length, fd, pio: space === "io" };
+      this.#vm.ioeventfd(spec);
+      const handle = this.#next++;
+      this.#live.set(handle, { spec, entry: null });
+      this.stats.ioeventfds++;
+      return handle;
+    }
     this.#poller ??= new IoeventfdPoller();
     const entry = this.#poller.add(() => {
       this.stats.kicks++;
@@ -104,7 +126,7 @@ export class KvmPciPlatform implements PciPlatform {
     try {
       if (!this.#closed) this.#vm.ioeventfd(r.spec, true);
     } finally {
-      this.#poller?.remove(r.entry);
+      if (r.entry) this.#poller?.remove(r.entry);
     }
   }
 

@@ -7,73 +7,53 @@
  * anything else completes with UNSUPP. Sector ranges are checked against the
  * image (IOERR beyond it), writes to a read-only image fail with IOERR (and
  * VIRTIO_BLK_F_RO is offered), host I/O errors give IOERR. A chain too short
- * to hold a header and a status byte breaks the queue.
+ * to hold a header and a status byte breaks the queue (see blk_request.ts).
+ *
+ * Requests are served on the VMM thread, or, with {@linkcode VirtioBlkOptions.worker}
+ * and an image file, by an I/O worker ({@linkcode BlkWorker}) that waits on
+ * the doorbell's eventfd itself and interrupts the driver directly.
  *
  * @module
  */
 
+import type { GuestMemory } from "../../kvm/guest_memory.ts";
+import { close, EFD_CLOEXEC, eventfd } from "../../kvm/libc.ts";
 import type { Logger } from "../logger.ts";
 import { nullLogger } from "../logger.ts";
-import { type BlockBackend, readIntoGuest, writeFromGuest } from "./block_backend.ts";
-import { ChainCursor } from "./chain_io.ts";
+import type { PciRemoteMsi } from "../pci_device.ts";
+import {
+  SECTOR_SIZE,
+  VIRTIO_BLK_CONFIG,
+  VIRTIO_BLK_CONFIG_SIZE,
+  VIRTIO_BLK_F,
+  VIRTIO_BLK_ID_BYTES,
+} from "./blk_spec.ts";
+import { type BlkRequestEnv, serveBlkRequest } from "./blk_request.ts";
+import { BlkWorker } from "./blk_worker.ts";
+import type { BlockBackend } from "./block_backend.ts";
+import type { SharedImage } from "./fd_block_backend.ts";
 import type { VirtioDevice, VirtioDeviceContext } from "./device.ts";
-import { featureBit, type Field, VIRTIO_ID } from "./spec.ts";
-import type { DescriptorChain, Virtqueue } from "./virtqueue.ts";
+import { featureBit, VIRTIO_ID } from "./spec.ts";
 
-/** virtio-blk feature bits. */
-export const VIRTIO_BLK_F = {
-  SIZE_MAX: 1,
-  SEG_MAX: 2,
-  GEOMETRY: 4,
-  RO: 5,
-  BLK_SIZE: 6,
-  FLUSH: 9,
-  TOPOLOGY: 10,
-  CONFIG_WCE: 11,
-  MQ: 12,
-  DISCARD: 13,
-  WRITE_ZEROES: 14,
-} as const;
+export {
+  SECTOR_SIZE,
+  VIRTIO_BLK_CONFIG,
+  VIRTIO_BLK_CONFIG_SIZE,
+  VIRTIO_BLK_F,
+  VIRTIO_BLK_ID_BYTES,
+  VIRTIO_BLK_REQ,
+  VIRTIO_BLK_REQ_HEADER_SIZE,
+  VIRTIO_BLK_S,
+  VIRTIO_BLK_T,
+} from "./blk_spec.ts";
 
-/** Request types. */
-export const VIRTIO_BLK_T = {
-  IN: 0,
-  OUT: 1,
-  FLUSH: 4,
-  GET_ID: 8,
-  DISCARD: 11,
-  WRITE_ZEROES: 13,
-} as const;
-
-/** Request status values. */
-export const VIRTIO_BLK_S = { OK: 0, IOERR: 1, UNSUPP: 2 } as const;
-
-/** `struct virtio_blk_req` header. */
-export const VIRTIO_BLK_REQ = {
-  TYPE: { offset: 0, size: 4 },
-  RESERVED: { offset: 4, size: 4 },
-  SECTOR: { offset: 8, size: 8 },
-} as const satisfies Record<string, Field>;
-
-/** Size of the request header. */
-export const VIRTIO_BLK_REQ_HEADER_SIZE = 16;
-
-/** `struct virtio_blk_config` fields dvmm fills in. */
-export const VIRTIO_BLK_CONFIG = {
-  CAPACITY: { offset: 0, size: 8 },
-  SIZE_MAX: { offset: 8, size: 4 },
-  SEG_MAX: { offset: 12, size: 4 },
-  BLK_SIZE: { offset: 20, size: 4 },
-} as const satisfies Record<string, Field>;
-
-/** Bytes of device configuration exposed (the structure through write_zeroes_may_unmap, padded). */
-export const VIRTIO_BLK_CONFIG_SIZE = 64;
-
-/** Sector size of the virtio-blk protocol. */
-export const SECTOR_SIZE = 512;
-
-/** Length of the GET_ID answer. */
-export const VIRTIO_BLK_ID_BYTES = 20;
+/** Where an I/O worker serves the queue (see {@linkcode VirtioBlkOptions.worker}). */
+export interface VirtioBlkWorkerOptions {
+  /** Guest RAM (the worker maps the same host memory). */
+  readonly memory: GuestMemory;
+  /** Direct MSI delivery from the worker, or null (interrupts go through the VMM thread). */
+  readonly remoteMsi: PciRemoteMsi | null;
+}
 
 /** Options of a virtio-blk device. */
 export interface VirtioBlkOptions {
@@ -83,6 +63,21 @@ export interface VirtioBlkOptions {
   readonly queueSize?: number;
   /** Where to report I/O errors. */
   readonly log?: Logger;
+  /**
+   * Serve requests in an I/O worker when the backend can share its image
+   * (`shared()`, as {@linkcode FileBlockBackend} does) and FFI is available;
+   * otherwise (and after a worker failure) on the VMM thread.
+   */
+  readonly worker?: VirtioBlkWorkerOptions;
+}
+
+/** A backend whose open image another thread can use. */
+interface ShareableBackend extends BlockBackend {
+  shared(): SharedImage | null;
+}
+
+function isShareable(b: BlockBackend): b is ShareableBackend {
+  return typeof (b as Partial<ShareableBackend>).shared === "function";
 }
 
 /** A virtio-blk device backend. */
@@ -104,6 +99,8 @@ export class VirtioBlk implements VirtioDevice {
   readonly #id: Uint8Array;
   readonly #log: Logger;
   #ctx: VirtioDeviceContext | null = null;
+  #doorbellFd: number | null = null;
+  #worker: BlkWorker | null = null;
 
   /** A disk over `backend`. */
   constructor(backend: BlockBackend, options: VirtioBlkOptions = {}) {
@@ -123,6 +120,17 @@ export class VirtioBlk implements VirtioDevice {
     // Header and status take two descriptors of a direct chain.
     view.setUint32(VIRTIO_BLK_CONFIG.SEG_MAX.offset, Math.max(1, queueSize - 2), true);
     view.setUint32(VIRTIO_BLK_CONFIG.BLK_SIZE.offset, SECTOR_SIZE, true);
+    if (options.worker) this.#startWorker(options.worker);
+  }
+
+  /** The I/O worker, while requests are served there. */
+  get worker(): BlkWorker | null {
+    return this.#worker;
+  }
+
+  /** The doorbell eventfd of the I/O worker (queue 0), else null. */
+  doorbellFd(index: number): number | null {
+    return index === 0 && this.#worker ? this.#doorbellFd : null;
   }
 
   /** Copy from the config structure. */
@@ -130,9 +138,14 @@ export class VirtioBlk implements VirtioDevice {
     data.set(this.#config.subarray(offset, offset + data.length));
   }
 
-  /** Start serving requests. */
+  /** Start serving requests (handing the queue to the worker, if there is one). */
   activate(ctx: VirtioDeviceContext): void {
     this.#ctx = ctx;
+    const q = ctx.queue(0);
+    if (this.#worker && q && !q.isBroken) {
+      this.#worker.activate(q.layout, { eventIdx: q.eventIdx, indirect: q.indirect });
+      this.interruptRouteChanged();
+    }
   }
 
   /** Serve every available request, then interrupt if the driver wants it. */
@@ -140,85 +153,73 @@ export class VirtioBlk implements VirtioDevice {
     const ctx = this.#ctx;
     const q = ctx?.queue(index);
     if (!ctx || index !== 0 || !q) return;
-    for (let chain = q.pop(); chain; chain = q.pop()) this.#serve(ctx, q, chain);
+    if (this.#worker) {
+      this.#worker.kick();
+      return;
+    }
+    const env = this.#requestEnv(ctx);
+    for (let chain = q.pop(); chain; chain = q.pop()) serveBlkRequest(env, q, chain);
     ctx.signalUsed(0);
   }
 
-  /** Stop. */
+  /** Tell the worker the queue's current direct MSI route. */
+  interruptRouteChanged(): void {
+    if (this.#worker && this.#ctx) this.#worker.setRoute(this.#ctx.queueMessage(0));
+  }
+
+  /** Stop (the worker gives the queue back before this returns). */
   reset(): void {
+    this.#worker?.reset();
+    this.#worker?.setRoute(null);
     this.#ctx = null;
   }
 
-  #serve(ctx: VirtioDeviceContext, q: Virtqueue, chain: DescriptorChain): void {
-    if (chain.readableLength < VIRTIO_BLK_REQ_HEADER_SIZE || chain.writableLength < 1) {
-      q.markBroken(
-        `request ${chain.head}: needs a ${VIRTIO_BLK_REQ_HEADER_SIZE}-byte header and a status byte`,
-      );
-      q.push(chain.head, 0); // releases it; a broken queue's used ring is left alone
-      return;
-    }
-    const r = new ChainCursor(ctx.memory, chain.readable);
-    const w = new ChainCursor(ctx.memory, chain.writable);
-    const header = new DataView(r.read(VIRTIO_BLK_REQ_HEADER_SIZE).buffer);
-    const type = header.getUint32(VIRTIO_BLK_REQ.TYPE.offset, true);
-    const sector = header.getBigUint64(VIRTIO_BLK_REQ.SECTOR.offset, true);
-    const dataIn = chain.writableLength - 1;
-    let written = 0;
-    let status: number;
-    try {
-      switch (type) {
-        case VIRTIO_BLK_T.IN:
-          status = this.#transfer(sector, dataIn, "read", () => {
-            const at = Number(sector) * SECTOR_SIZE;
-            readIntoGuest(this.backend, at, ctx.memory, w.ranges(dataIn));
-            written = dataIn;
-          });
-          break;
-        case VIRTIO_BLK_T.OUT:
-          status = this.backend.readonly
-            ? VIRTIO_BLK_S.IOERR
-            : this.#transfer(sector, r.remaining, "write", () => {
-              const at = Number(sector) * SECTOR_SIZE;
-              writeFromGuest(this.backend, at, ctx.memory, r.ranges(r.remaining));
-            });
-          break;
-        case VIRTIO_BLK_T.FLUSH:
-          this.backend.flush();
-          status = VIRTIO_BLK_S.OK;
-          break;
-        case VIRTIO_BLK_T.GET_ID:
-          written = w.write(this.#id.subarray(0, Math.min(dataIn, VIRTIO_BLK_ID_BYTES)));
-          status = VIRTIO_BLK_S.OK;
-          break;
-        default:
-          status = VIRTIO_BLK_S.UNSUPP;
-      }
-    } catch (e) {
-      this.#log.warn(
-        `${this.name}: request type ${type} sector ${sector} failed: ${
-          e instanceof Error ? e.message : String(e)
-        }`,
-      );
-      status = VIRTIO_BLK_S.IOERR;
-    }
-    // The status byte is the chain's last writable byte (in its last non-empty buffer).
-    const writable = chain.writable;
-    let last = writable.length - 1;
-    while (writable[last].len === 0) last--;
-    ctx.memory.writeU8(writable[last].gpa + writable[last].len - 1, status);
-    q.push(chain.head, (status === VIRTIO_BLK_S.OK ? written : 0) + 1);
+  /** Stop the worker and release its eventfd. */
+  close(): void {
+    this.#worker?.close();
+    this.#worker = null;
+    if (this.#doorbellFd !== null) close(this.#doorbellFd);
+    this.#doorbellFd = null;
   }
 
-  /** Check a data transfer of `length` bytes at `sector`, then run it. */
-  #transfer(sector: bigint, length: number, what: string, run: () => void): number {
-    const end = sector * BigInt(SECTOR_SIZE) + BigInt(length);
-    if (length % SECTOR_SIZE !== 0 || end > BigInt(this.backend.size)) {
+  #requestEnv(ctx: VirtioDeviceContext): BlkRequestEnv {
+    return {
+      memory: ctx.memory,
+      backend: this.backend,
+      id: this.#id,
+      name: this.name,
+      warn: (message) => this.#log.warn(message),
+    };
+  }
+
+  #startWorker(opts: VirtioBlkWorkerOptions): void {
+    const image = isShareable(this.backend) ? this.backend.shared() : null;
+    if (!image) return;
+    try {
+      this.#doorbellFd = eventfd(EFD_CLOEXEC);
+      this.#worker = new BlkWorker({
+        memory: opts.memory,
+        image,
+        id: this.#id,
+        name: this.name,
+        doorbellFd: this.#doorbellFd,
+        remoteMsi: opts.remoteMsi,
+        onInterrupt: () => this.#ctx?.interruptQueue(0),
+        onBroken: (reason) => this.#ctx?.queue(0)?.markBroken(`I/O worker: ${reason}`),
+        onWarn: (message) => this.#log.warn(message),
+        onFailed: (error) => {
+          this.#log.error(`${this.name}: I/O worker failed: ${error}`);
+          this.#worker = null; // later activations serve on the VMM thread
+          this.#ctx?.queue(0)?.markBroken(`I/O worker failed: ${error}`);
+        },
+      });
+    } catch (e) {
       this.#log.warn(
-        `${this.name}: ${what} of ${length} bytes at sector ${sector} is outside the ${this.backend.size}-byte image or not whole sectors`,
+        `${this.name}: no I/O worker (${
+          e instanceof Error ? e.message : String(e)
+        }); serving on the VMM thread`,
       );
-      return VIRTIO_BLK_S.IOERR;
+      this.#worker = null;
     }
-    run();
-    return VIRTIO_BLK_S.OK;
   }
 }

@@ -11,6 +11,7 @@
 import * as fs from "node:fs";
 import { type BlockBackend, checkRange } from "./block_backend.ts";
 import { vectoredIo } from "./vectored_io.ts";
+import type { SharedImage } from "./fd_block_backend.ts";
 import type { GuestMemory } from "../../kvm/guest_memory.ts";
 import type { GuestBuffer } from "./virtqueue.ts";
 
@@ -89,6 +90,12 @@ export class FileBlockBackend implements BlockBackend {
       this.write(offset, memory.slice(r.gpa, r.len));
       offset += r.len;
     }
+  }
+
+  /** The open image for another thread (an FdBlockBackend there); null once closed. */
+  shared(): SharedImage | null {
+    if (this.#fd === null) return null;
+    return { path: this.path, fd: this.#fd, size: this.size, readonly: this.readonly };
   }
 
   /** fdatasync. */

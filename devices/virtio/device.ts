@@ -26,6 +26,18 @@ export interface VirtioDeviceContext {
   signalUsed(index: number): void;
   /** The device configuration changed: bump config_generation and send a config interrupt. */
   configChanged(): void;
+  /**
+   * Interrupt the driver for queue `index` now, unconditionally (for a device
+   * that applied notification suppression itself, e.g. in a worker).
+   */
+  interruptQueue(index: number): void;
+  /**
+   * The MSI-X message queue `index` interrupts with, while it may be sent
+   * directly (MSI-X enabled, a vector assigned, neither it nor the function
+   * masked); null otherwise (use {@linkcode interruptQueue}). The device's
+   * {@linkcode VirtioDevice.interruptRouteChanged} runs whenever this may change.
+   */
+  queueMessage(index: number): { readonly address: bigint; readonly data: number } | null;
 }
 
 /** A virtio device backend, independent of the transport (PCI, MMIO). */
@@ -54,4 +66,12 @@ export interface VirtioDevice {
   reset(): void;
   /** The machine ends: release host resources (files, TAP devices); nothing is called after it. */
   close?(): void;
+  /**
+   * An eventfd the device waits on for queue `index`'s doorbell (in its own
+   * worker), or null: the transport then registers it as the doorbell's
+   * ioeventfd. {@linkcode notify} still runs for doorbells that trap.
+   */
+  doorbellFd?(index: number): number | null;
+  /** While active: what {@linkcode VirtioDeviceContext.queueMessage} returns may have changed. */
+  interruptRouteChanged?(): void;
 }

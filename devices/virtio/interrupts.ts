@@ -37,6 +37,15 @@ export class VirtioPciInterrupts implements VirtioInterruptSink {
     if (this.msixEnabled && vector !== VIRTIO_MSI_NO_VECTOR) this.#msix!.notify(vector);
   }
 
+  /** `vector`'s message while MSI-X is enabled and neither the entry nor the function is masked. */
+  directMessage(vector: number): { readonly address: bigint; readonly data: number } | null {
+    const m = this.#msix;
+    if (!m?.enabled || m.functionMasked || vector >= m.vectors || m.vectorMasked(vector)) {
+      return null;
+    }
+    return m.message(vector);
+  }
+
   /** Drive INTx from ISR status while MSI-X is off. */
   isrChanged(isr: number): void {
     this.#intx.set(!this.msixEnabled && isr !== 0);

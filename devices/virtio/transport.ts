@@ -43,6 +43,11 @@ export interface VirtioInterruptSink {
   signalConfig(vector: number): void;
   /** ISR status changed to `isr` (set by a signal, or cleared by the driver's read): drive INTx. */
   isrChanged(isr: number): void;
+  /**
+   * The message `vector` sends now if it may be sent without the sink (MSI-X
+   * enabled, entry and function unmasked), else null. Optional (null).
+   */
+  directMessage?(vector: number): { readonly address: bigint; readonly data: number } | null;
 }
 
 /** Options of a transport. */
@@ -250,6 +255,11 @@ export class VirtioPciTransport {
     this.device.notify(index);
   }
 
+  /** The interrupt routing (MSI-X table, enable, masks) changed: tell an active device. */
+  interruptRouteChanged(): void {
+    if (this.#active) this.device.interruptRouteChanged?.();
+  }
+
   /** Read and clear ISR status (what a driver read of the ISR byte does). */
   readIsr(): number {
     const value = this.#isr;
@@ -373,6 +383,7 @@ export class VirtioPciTransport {
         return;
       case "QUEUE_MSIX_VECTOR":
         if (q) q.msixVector = this.#vector(value);
+        this.interruptRouteChanged();
         return;
       case "QUEUE_ENABLE":
         if (q && value === 1 && !q.enabled) this.#enableQueue(this.#queueSelect, q);
@@ -490,6 +501,16 @@ export class VirtioPciTransport {
         if (this.#active && q?.vq?.needsNotification()) this.#signalQueue(q);
       },
       configChanged: () => this.configChanged(),
+      interruptQueue: (i) => {
+        const q = this.#queues[i];
+        if (this.#active && q?.vq && !q.vq.isBroken) this.#signalQueue(q);
+      },
+      queueMessage: (i) => {
+        const q = this.#queues[i];
+        if (!this.#active || !q || !this.#irq.msixEnabled) return null;
+        if (q.msixVector === VIRTIO_MSI_NO_VECTOR) return null;
+        return this.#irq.directMessage?.(q.msixVector) ?? null;
+      },
     };
     this.#active = true;
     this.device.activate(ctx);

@@ -1,7 +1,8 @@
 /**
  * The built-in `virtio-blk` plugin: a raw disk image file as a virtio block
  * device. Options: `path` (required), `readonly` (or `ro`; default false),
- * `serial` (GET_ID answer, default `dvmm`).
+ * `serial` (GET_ID answer, default `dvmm`). Requests are served by an I/O
+ * worker that waits on the doorbell's eventfd and sends MSIs itself.
  *
  * ```sh
  * dvmm run --device virtio-blk,path=disk.img,ro
@@ -34,10 +35,14 @@ export default defineVirtioPciDevice({
     ro: booleanOption().optional().describe("alias of readonly"),
     serial: z.string().max(20).default("dvmm").describe("serial number reported by GET_ID"),
   }),
-  createDevice({ options, log }) {
+  createDevice({ options, log, memory, msi }) {
     const readonly = options.readonly ?? options.ro ?? false;
     const backend = new FileBlockBackend(options.path, { readonly });
     log.info(`virtio-blk: ${options.path} (${backend.size} bytes${readonly ? ", read-only" : ""})`);
-    return new VirtioBlk(backend, { serial: options.serial, log });
+    return new VirtioBlk(backend, {
+      serial: options.serial,
+      log,
+      worker: { memory, remoteMsi: msi.remote?.() ?? null },
+    });
   },
 });

@@ -105,8 +105,10 @@ export function createVirtioPciInstance(
   msixCapIndex: number,
 ): VirtioPciParts {
   const vectors = device.queueSizes.length + 1;
+  let onRoute = () => {};
   const msix = new MsixTable(vectors, {
     sendMsi: (_vector, m) => void ctx.msi.send(m.address, m.data),
+    vectorChanged: () => onRoute(),
   });
   const transport = new VirtioPciTransport(device, {
     memory: ctx.memory,
@@ -114,12 +116,15 @@ export function createVirtioPciInstance(
     msixVectors: vectors,
     log: ctx.log,
   });
+  onRoute = () => transport.interruptRouteChanged();
   device.queueSizes.forEach((_, i) => {
+    const fd = device.doorbellFd?.(i) ?? null;
     ctx.ioeventfd(
       VIRTIO_PCI_BARS.VIRTIO,
       transport.notifyOffset(i),
       DOORBELL_WIDTH,
       () => transport.kick(i),
+      fd === null ? undefined : { fd },
     );
   });
   const tableEnd = VIRTIO_PCI_BARS.TABLE_OFFSET + msix.tableBytes;

@@ -19,6 +19,8 @@ export interface FakeIoeventfd {
   readonly address: bigint;
   readonly length: IoeventfdLength;
   readonly onKick: () => void;
+  /** The plugin's own eventfd, if it passed one. */
+  readonly fd?: number;
 }
 
 /** The recording platform. */
@@ -46,6 +48,7 @@ export class FakePciPlatform implements PciPlatform {
     address: bigint,
     length: IoeventfdLength,
     onKick: () => void,
+    fd?: number,
   ): PciIoeventfdHandle {
     if (this.refuse()) {
       this.refusals++;
@@ -57,7 +60,7 @@ export class FakePciPlatform implements PciPlatform {
       }
     }
     const handle = this.#next++;
-    this.live.set(handle, { space, address, length, onKick });
+    this.live.set(handle, { space, address, length, onKick, ...(fd === undefined ? {} : { fd }) });
     return handle;
   }
 
