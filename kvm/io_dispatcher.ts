@@ -20,6 +20,19 @@ export type Logger = (line: string) => void;
  */
 export const COALESCE_MS = 1;
 
+/**
+ * The VMM thread's event loop ticks at least this often while it runs. Deno
+ * does not reliably wake its event loop when another thread's
+ * `Atomics.notify` resolves an `Atomics.waitAsync` (denoland/deno#14786): a
+ * lost wake-up left a vCPU waiting for a read answer forever, and the guest
+ * hung, now and then on SMP guests. A tick runs the pending resolution; the
+ * idle wait also re-checks the doorbell after {@linkcode IDLE_RECHECK_MS}.
+ */
+export const EVENT_LOOP_TICK_MS = 10;
+
+/** Longest idle sleep before the doorbell is looked at again. */
+export const IDLE_RECHECK_MS = 50;
+
 /** Counts of what the dispatcher has seen. */
 export interface DispatchStats {
   /** Accesses handled. */
@@ -91,8 +104,8 @@ export class IoDispatcher {
   start(): void {
     if (this.#running) return;
     this.#running = true;
-    // Atomics.waitAsync does not keep Deno's event loop alive; a timer does.
-    this.#keepAlive = setInterval(() => {}, 1 << 30);
+    // Atomics.waitAsync does not keep Deno's event loop alive, nor always wake it: a timer does.
+    this.#keepAlive = setInterval(() => {}, EVENT_LOOP_TICK_MS);
     this.#loop = this.#run();
   }
 
@@ -123,7 +136,7 @@ export class IoDispatcher {
       busy = 0;
       // Idle: ask the next poster to wake us, then sleep unless something came in meanwhile.
       Atomics.store(bell, DOORBELL.SLEEPING, 1);
-      const wait = Atomics.waitAsync(bell, DOORBELL.COUNT, seen);
+      const wait = Atomics.waitAsync(bell, DOORBELL.COUNT, seen, IDLE_RECHECK_MS);
       if (wait.async) await wait.value;
       Atomics.store(bell, DOORBELL.SLEEPING, 0);
       // Woken by a posted write: let a few more pile up (nobody waits for them), but answer
