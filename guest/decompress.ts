@@ -2,13 +2,12 @@
  * In-process decompression of xz, zstd and gzip data: xz through liblzma
  * (`lzma_stream_buffer_decode`) and zstd through libzstd (`ZSTD_decompress`),
  * both over Deno FFI (Debian's dpkg depends on both libraries, so every Debian
- * system has them), gzip through `node:zlib`. Used for kernel payloads and
- * `.ko.xz`/`.ko.zst` modules; no helper process.
+ * system has them), gzip through the web `DecompressionStream` (node:zlib
+ * would cost the VMM's start-up more than all of this). Used for kernel
+ * payloads and `.ko.xz`/`.ko.zst`/`.ko.gz` modules; no helper process.
  *
  * @module
  */
-
-import { gunzipSync } from "node:zlib";
 
 /** The formats {@linkcode decompress} handles. */
 export type Compression = "xz" | "zstd" | "gzip";
@@ -35,11 +34,17 @@ export function detectCompression(data: Uint8Array): Compression | undefined {
  * (trailing bytes, such as the size a kernel build appends, are ignored).
  * `sizeHint` is the expected output size when known.
  */
-export function decompress(format: Compression, data: Uint8Array, sizeHint?: number): Uint8Array {
+export async function decompress(
+  format: Compression,
+  data: Uint8Array,
+  sizeHint?: number,
+): Promise<Uint8Array> {
   switch (format) {
     case "gzip":
       try {
-        return new Uint8Array(gunzipSync(data));
+        const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream()
+          .pipeThrough(new DecompressionStream("gzip"));
+        return new Uint8Array(await new Response(stream).arrayBuffer());
       } catch (e) {
         throw new DecompressError(`gzip: ${(e as Error).message}`);
       }

@@ -179,7 +179,7 @@ export async function readModuleFile(path: string): Promise<Uint8Array> {
     : undefined;
   if (format) {
     try {
-      return decompress(format, await Deno.readFile(path));
+      return await decompress(format, await Deno.readFile(path));
     } catch (e) {
       throw new ModuleError(`${path}: ${(e as Error).message}`);
     }

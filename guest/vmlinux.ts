@@ -53,7 +53,10 @@ export function bzImagePayload(image: Uint8Array, what = "bzImage"): BzImagePayl
 }
 
 /** Decompress the kernel inside bzImage bytes and return the ELF vmlinux bytes. */
-export function decompressVmlinux(image: Uint8Array, what = "bzImage"): Uint8Array {
+export async function decompressVmlinux(
+  image: Uint8Array,
+  what = "bzImage",
+): Promise<Uint8Array> {
   const payload = bzImagePayload(image, what);
   if (payload.format === "unknown") {
     throw new Error(`${what}: unsupported kernel compression (payload magic)`);
@@ -63,7 +66,7 @@ export function decompressVmlinux(image: Uint8Array, what = "bzImage"): Uint8Arr
   const size = new DataView(data.buffer, data.byteOffset + data.length - 4).getUint32(0, true);
   let elf: Uint8Array;
   try {
-    elf = decompress(payload.format, data, size);
+    elf = await decompress(payload.format, data, size);
   } catch (e) {
     throw new Error(`${what}: ${(e as Error).message}`);
   }
@@ -73,7 +76,7 @@ export function decompressVmlinux(image: Uint8Array, what = "bzImage"): Uint8Arr
 
 /** Decompress the kernel inside a bzImage file and return the ELF vmlinux bytes. */
 export async function extractVmlinux(bzImagePath: string): Promise<Uint8Array> {
-  return decompressVmlinux(await Deno.readFile(bzImagePath), bzImagePath);
+  return await decompressVmlinux(await Deno.readFile(bzImagePath), bzImagePath);
 }
 
 /** Where {@linkcode cachedVmlinux} keeps the vmlinux of a bzImage: `<cache>/vmlinux/<sha256>.elf`. */
@@ -115,7 +118,7 @@ export async function cachedVmlinux(
     return undefined;
   }
   try {
-    const elf = decompressVmlinux(image, opts.what);
+    const elf = await decompressVmlinux(image, opts.what);
     await file.write(elf).then(async (n) => {
       if (n !== elf.length) throw new Error(`short write to ${tmp}`);
       await file.syncData();
