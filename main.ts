@@ -14,22 +14,13 @@
  * @module
  */
 
+// Only what parsing needs is imported up front; each command imports its own modules when it
+// runs, so `dvmm run` does not pay (in start-up time) for the lab, the demo or the control client.
 import { Command } from "@commander-js/extra-typings";
-import { runOnTerminal } from "./vmm/launch.ts";
-import { defaultGuestPaths, runDemo } from "./vmm/demo.ts";
-import { DeviceRegistry, formatPluginList } from "./devices/registry.ts";
-import { registerBuiltinDevices } from "./devices/builtin.ts";
-import { hasKvm } from "./kvm/kvm.ts";
-import { runInLab } from "./lab/lab.ts";
 import { formatError, parseCount, UsageError } from "./vmm/cli_errors.ts";
 import { addVmFlags, usageExitCode, vmConfigFromFlags } from "./vmm/cli_flags.ts";
-import { vmConfigJsonSchemaText } from "./vmm/json_schema.ts";
-import { listVms, request } from "./vmm/control_client.ts";
-import { formatVmList, formatVmStat } from "./vmm/control_format.ts";
 import type { VmInfo, VmStats } from "./vmm/control_api.ts";
-import { writeAllStdout } from "./vmm/host_console.ts";
 import { registerPluginCommands } from "./vmm/plugin_cli.ts";
-import { selfCommand, selfDirectory } from "./vmm/self_command.ts";
 
 /** The control verbs: command, endpoint, help. */
 const VM_VERBS = [
@@ -54,25 +45,35 @@ function program(): Command {
     cli.command("run")
       .description("boot a Linux guest; its serial console is this terminal (Ctrl-A x quits)"),
   ).action(async (o) => {
-    const exit = await runOnTerminal(vmConfigFromFlags(o));
+    const config = vmConfigFromFlags(o);
+    const { runOnTerminal } = await import("./vmm/launch.ts");
+    const exit = await runOnTerminal(config);
     console.error(`dvmm: ${exit.message}`);
     Deno.exit(exit.status);
   });
 
   cli.command("schema")
     .description("print the JSON Schema of a VM config file (for editors)")
-    .action(() => console.log(vmConfigJsonSchemaText()));
+    .action(async () => {
+      const { vmConfigJsonSchemaText } = await import("./vmm/json_schema.ts");
+      console.log(vmConfigJsonSchemaText());
+    });
 
   cli.command("list")
     .description("list the running VMs (those with a control socket)")
     .option("--json", "machine-readable output")
-    .action(async (o) => console.log(formatVmList(await listVms(), { json: o.json })));
+    .action(async (o) => {
+      const { listVms } = await import("./vmm/control_client.ts");
+      const { formatVmList } = await import("./vmm/control_format.ts");
+      console.log(formatVmList(await listVms(), { json: o.json }));
+    });
 
   for (const [verb, path, what] of VM_VERBS) {
     cli.command(verb)
       .description(what)
       .argument("<name>", "VM name")
       .action(async (name) => {
+        const { request } = await import("./vmm/control_client.ts");
         const answer = await request(name, "PUT", path) as { state?: string };
         console.log(`${name}: ${answer.state ?? "ok"}`);
       });
@@ -83,6 +84,8 @@ function program(): Command {
     .argument("<name>", "VM name")
     .option("--json", "machine-readable output")
     .action(async (name, o) => {
+      const { request } = await import("./vmm/control_client.ts");
+      const { formatVmStat } = await import("./vmm/control_format.ts");
       const info = await request(name, "GET", "/vm") as VmInfo;
       const stats = await request(name, "GET", "/stats") as VmStats;
       console.log(formatVmStat(info, stats, { json: o.json }));
@@ -93,7 +96,12 @@ function program(): Command {
     .option("--cpus <n>", "vCPUs", "2")
     .action(async (o) => {
       const cpus = parseCount("--cpus", o.cpus, 1, 255);
+      const { hasKvm } = await import("./kvm/kvm.ts");
+      const { defaultGuestPaths, runDemo } = await import("./vmm/demo.ts");
       if (hasKvm()) Deno.exit((await runDemo({ cpus })).status);
+      const { runInLab } = await import("./lab/lab.ts");
+      const { selfCommand, selfDirectory } = await import("./vmm/self_command.ts");
+      const { writeAllStdout } = await import("./vmm/host_console.ts");
       console.error("dvmm: no /dev/kvm here; running the demo in the nested KVM lab (QEMU/TCG)");
       const paths = await defaultGuestPaths();
       // Compile-safe: runs this same dvmm (source checkout or binary) inside the lab.
@@ -111,6 +119,7 @@ function program(): Command {
     .option("--kernel <bzImage>")
     .option("--initrd <file>")
     .action(async (o) => {
+      const { runDemo } = await import("./vmm/demo.ts");
       const exit = await runDemo({
         cpus: parseCount("--cpus", o.cpus, 1, 255),
         kernel: o.kernel,
@@ -121,7 +130,9 @@ function program(): Command {
 
   cli.command("devices")
     .description("list the device plugins dvmm knows, with their options")
-    .action(() => {
+    .action(async () => {
+      const { DeviceRegistry, formatPluginList } = await import("./devices/registry.ts");
+      const { registerBuiltinDevices } = await import("./devices/builtin.ts");
       console.log(formatPluginList(registerBuiltinDevices(new DeviceRegistry()).list()));
     });
   registerPluginCommands(cli);

@@ -19,6 +19,7 @@ import type { KernelAssets } from "./debian_kernel.ts";
 import { type Compression, decompress, detectCompression } from "./decompress.ts";
 import { HDRS_MAGIC, readHeaderField, SETUP_HEADER } from "../x86/bzimage.ts";
 import { isElf } from "../x86/elf_kernel.ts";
+import { mapFile } from "../kvm/libc.ts";
 
 /** Where the compressed kernel is inside a bzImage, and its format. */
 export interface BzImagePayload {
@@ -91,21 +92,33 @@ export async function vmlinuxCachePath(
   return `${cacheDir}/vmlinux/${hex}.elf`;
 }
 
+/** A vmlinux from the cache. */
+export interface CachedVmlinux {
+  /** The ELF bytes (valid until `close`). */
+  readonly elf: Uint8Array;
+  /** Its file in the cache. */
+  readonly path: string;
+  /** Release the bytes. */
+  close(): void;
+}
+
 /**
  * The uncompressed vmlinux of the bzImage `image`, from the cache keyed by the
  * image's SHA-256, else decompressed now and stored there (atomically) for
  * the next boot. Undefined when it is not cached and the cache cannot be
  * written (read-only, full): decompressing on every boot would cost what the
- * guest's own decompression costs.
+ * guest's own decompression costs. A cached vmlinux is mapped, not read:
+ * call `close` once its bytes have been copied into the guest.
  */
 export async function cachedVmlinux(
   image: Uint8Array,
   opts: { what?: string; cacheDir?: string } = {},
-): Promise<{ elf: Uint8Array; path: string } | undefined> {
+): Promise<CachedVmlinux | undefined> {
   const path = await vmlinuxCachePath(image, opts.cacheDir);
   try {
-    const elf = await Deno.readFile(path);
-    if (isElf(elf)) return { elf, path };
+    const mapped = mapFile(path, (await Deno.stat(path)).size);
+    if (isElf(mapped.bytes)) return { elf: mapped.bytes, path, close: () => mapped.close() };
+    mapped.close();
   } catch {
     // not cached yet
   }
@@ -125,7 +138,7 @@ export async function cachedVmlinux(
     });
     file.close();
     await Deno.rename(tmp, path);
-    return { elf, path };
+    return { elf, path, close() {} };
   } catch (e) {
     try {
       file.close();
@@ -146,5 +159,6 @@ export async function ensureVmlinux(kernel: KernelAssets): Promise<string> {
   if (!cached) {
     throw new Error(`cannot store the vmlinux of ${kernel.vmlinuz} in ${dvmmCacheDir()}`);
   }
+  cached.close();
   return cached.path;
 }

@@ -81,7 +81,7 @@ export function errno(): number {
 }
 
 /** `open(2)` flags and mmap constants dvmm uses. */
-export const O_RDWR = 2, O_CLOEXEC = 0o2000000, O_NONBLOCK = 0o4000;
+export const O_RDONLY = 0, O_RDWR = 2, O_CLOEXEC = 0o2000000, O_NONBLOCK = 0o4000;
 /** mmap protections and flags. */
 export const PROT_READ = 1,
   PROT_WRITE = 2,
@@ -160,6 +160,39 @@ export function mmap(length: number, prot: number, flags: number, fd = -1, offse
 /** `munmap`. */
 export function munmap(m: Mapping): void {
   libc().munmap(m.pointer, BigInt(m.length));
+}
+
+/** A file mapped read-only into memory; {@linkcode MappedFile.close} unmaps it. */
+export interface MappedFile {
+  /** The file's bytes (valid until `close`). */
+  readonly bytes: Uint8Array;
+  /** Unmap (the bytes must not be used afterwards). */
+  close(): void;
+}
+
+/**
+ * Map the regular file at `path` read-only (`MAP_PRIVATE`). Much cheaper
+ * than `Deno.readFile` for large inputs that are only copied elsewhere (a
+ * kernel or initrd into guest memory): no read buffer, no copy, and pages
+ * come straight from the page cache. Throws {@linkcode OsError}.
+ */
+export function mapFile(path: string, size: number): MappedFile {
+  if (size === 0) return { bytes: new Uint8Array(0), close() {} };
+  const fd = open(path, O_RDONLY | O_CLOEXEC);
+  let m: Mapping;
+  try {
+    m = mmap(size, PROT_READ, MAP_PRIVATE, fd);
+  } finally {
+    close(fd);
+  }
+  let mapped = true;
+  return {
+    bytes: new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(m.pointer, size)),
+    close() {
+      if (mapped) munmap(m);
+      mapped = false;
+    },
+  };
 }
 
 /**

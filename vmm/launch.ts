@@ -17,7 +17,7 @@ import { OutputBatcher, pumpStdin } from "./host_console.ts";
 import { registerBuiltinDevices } from "../devices/builtin.ts";
 import type { VmConfig } from "./config.ts";
 import { UsageError } from "./cli_errors.ts";
-import { cachedVmlinux } from "../guest/vmlinux.ts";
+import { type CachedVmlinux, cachedVmlinux } from "../guest/vmlinux.ts";
 import { BzImageError, parseBzImage } from "../x86/bzimage.ts";
 import { LoadError } from "../x86/loader.ts";
 import { openControlSocket } from "./control_socket.ts";
@@ -66,7 +66,7 @@ export class LaunchError extends UsageError {
 /** Read a file the user named, with a one-line error naming the flag. */
 export async function readUserFile(path: string, what: string): Promise<Uint8Array> {
   try {
-    return await Deno.readFile(path);
+    return await readExactly(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new LaunchError(`${what}: file not found: ${path}`);
@@ -79,6 +79,24 @@ export async function readUserFile(path: string, what: string): Promise<Uint8Arr
     }
     throw new LaunchError(`${what}: cannot read ${path}: ${e instanceof Error ? e.message : e}`);
   }
+}
+
+/**
+ * A file's bytes, read into a buffer of its size (about twice as fast as
+ * `Deno.readFile`, which grows its buffer, for a kernel or an initrd).
+ */
+async function readExactly(path: string): Promise<Uint8Array> {
+  using file = await Deno.open(path);
+  const { size, isFile } = await file.stat();
+  if (!isFile) return await Deno.readFile(path); // a pipe or device: size unknown
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  while (at < size) {
+    const n = await file.read(bytes.subarray(at));
+    if (n === null) break;
+    at += n;
+  }
+  return bytes.subarray(0, at);
 }
 
 /** The kernel and initrd bytes to boot, defaults applied. */
@@ -141,7 +159,7 @@ export async function createMachine(
     const devices = await loadDevices(opts.devices, registry, { read: opts.pluginRead, log });
     const machine = await Machine.create({
       kernel: guest.kernel,
-      vmlinux,
+      vmlinux: vmlinux?.elf,
       initrd: guest.initrd,
       cmdline: opts.cmdline ?? "",
       memory: opts.memory,
@@ -156,17 +174,19 @@ export async function createMachine(
     registry.close();
     if (e instanceof LoadError) throw new LaunchError(e.message);
     throw e;
+  } finally {
+    vmlinux?.close(); // copied into guest memory (or never needed)
   }
 }
 
 /** The cached vmlinux of a bzImage; undefined (boot the bzImage itself) when it cannot be had. */
-async function vmlinuxOf(kernel: Uint8Array, log: Logger): Promise<Uint8Array | undefined> {
+async function vmlinuxOf(kernel: Uint8Array, log: Logger): Promise<CachedVmlinux | undefined> {
   try {
     const cached = await cachedVmlinux(kernel);
     log.debug(
       cached ? `kernel: booting the vmlinux cached at ${cached.path}` : "kernel: no writable cache",
     );
-    return cached?.elf;
+    return cached;
   } catch (e) {
     log.debug(`kernel: booting the bzImage itself: ${e instanceof Error ? e.message : e}`);
     return undefined;

@@ -16,14 +16,7 @@
 
 import type { Command } from "@commander-js/extra-typings";
 import { resolve } from "node:path";
-import { writePluginSkeleton } from "../devices/plugin_kit/skeleton.ts";
-import { formatPluginCheck, runPluginCheck } from "../devices/plugin_kit/plugin_check.ts";
-import { parseDeviceArgument } from "../devices/registry.ts";
-import { hasKvm } from "../kvm/kvm.ts";
-import { runInLab } from "../lab/lab.ts";
-import { defaultGuestPaths } from "./demo.ts";
-import { writeAllStdout } from "./host_console.ts";
-import { selfCommand, selfDirectory } from "./self_command.ts";
+// The commands import their modules when they run (keeps `dvmm run`'s start-up small).
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -43,6 +36,7 @@ export function registerPluginCommands(cli: Command): void {
     .argument("<name>", "plugin name: lower-case letters, digits and '-'")
     .option("--dir <dir>", "folder to write into (default: ./<name>)")
     .action(async (name, o) => {
+      const { writePluginSkeleton } = await import("../devices/plugin_kit/skeleton.ts");
       const s = await writePluginSkeleton(name, o.dir ?? name);
       console.log(`wrote ${s.plugin}\nwrote ${s.test}`);
       console.log(`test it:      deno ${s.testCommand.join(" ")}`);
@@ -56,7 +50,13 @@ export function registerPluginCommands(cli: Command): void {
     .option("--grant-read <path>", GRANT_READ_HELP, collect, [])
     .option("--write-offset <n>", WRITE_OFFSET_HELP)
     .action(async (spec, o) => {
+      const { hasKvm } = await import("../kvm/kvm.ts");
       if (hasKvm()) Deno.exit(await checkHere(spec, o));
+      const { defaultGuestPaths } = await import("./demo.ts");
+      const { parseDeviceArgument } = await import("../devices/registry.ts");
+      const { runInLab } = await import("../lab/lab.ts");
+      const { selfCommand, selfDirectory } = await import("./self_command.ts");
+      const { writeAllStdout } = await import("./host_console.ts");
       console.error("dvmm: no /dev/kvm here; running the plugin test in the nested KVM lab");
       const paths = await defaultGuestPaths();
       const arg = parseDeviceArgument(spec);
@@ -92,6 +92,11 @@ async function checkHere(
   spec: string,
   o: TestFlags & { kernel?: string; initrd?: string },
 ): Promise<number> {
+  const { parseDeviceArgument } = await import("../devices/registry.ts");
+  const { formatPluginCheck, runPluginCheck } = await import(
+    "../devices/plugin_kit/plugin_check.ts"
+  );
+  const { writeAllStdout } = await import("./host_console.ts");
   const arg = parseDeviceArgument(spec);
   const report = await runPluginCheck({
     plugin: arg.spec,
