@@ -46,6 +46,9 @@ function program(): Command {
       .description("boot a Linux guest; its serial console is this terminal (Ctrl-A x quits)"),
   ).action(async (o) => {
     const config = vmConfigFromFlags(o);
+    // vCPU workers load in parallel with the rest (an error exits the process, and them).
+    const { prestartVcpuWorkers } = await import("./kvm/vcpu_thread.ts");
+    prestartVcpuWorkers(config.cpus);
     const { runOnTerminal } = await import("./vmm/launch.ts");
     const exit = await runOnTerminal(config);
     console.error(`dvmm: ${exit.message}`);

@@ -29,6 +29,30 @@ function installKickHandler(): void {
   kickHandlerInstalled = true;
 }
 
+const WORKER_URL = new URL("./vcpu_worker.ts", import.meta.url);
+
+/** Workers started ahead of time by {@linkcode prestartVcpuWorkers}, not yet given a vCPU. */
+const prestarted: Worker[] = [];
+
+/**
+ * Start `count` vCPU workers now, so that their JavaScript loads while the
+ * VMM is still reading the kernel and building the machine (a worker is a
+ * new isolate: its start-up is a good part of the time to first guest
+ * instruction). The next {@linkcode VcpuThread}s take them. An idle
+ * prestarted worker keeps the process alive: call
+ * {@linkcode releasePrestartedVcpuWorkers} if no machine will take them.
+ */
+export function prestartVcpuWorkers(count: number): void {
+  for (let i = 0; i < count; i++) {
+    prestarted.push(new Worker(WORKER_URL, { type: "module" }));
+  }
+}
+
+/** Terminate the prestarted workers no machine took. */
+export function releasePrestartedVcpuWorkers(): void {
+  for (const w of prestarted.splice(0)) w.terminate();
+}
+
 /** A running vCPU worker. */
 export class VcpuThread {
   /** Its channel (the VMM side drains it). */
@@ -56,7 +80,7 @@ export class VcpuThread {
   ) {
     this.channel = VcpuChannel.create(doorbell);
     installKickHandler();
-    this.#worker = new Worker(new URL("./vcpu_worker.ts", import.meta.url), { type: "module" });
+    this.#worker = prestarted.shift() ?? new Worker(WORKER_URL, { type: "module" });
     let onReady!: () => void, onExit!: (e: VcpuExit) => void;
     this.ready = new Promise((r) => onReady = r);
     this.exited = new Promise((r) => onExit = r);
