@@ -13,7 +13,10 @@
  * registers: PM1a event/control blocks at `PORTS.ACPI_PM1A_EVT` / `ACPI_PM1A_CNT`,
  * SCI on `IRQS.SCI`, no SMI command port (ACPI is already enabled; the PM1 control
  * register should read back SCI_EN = 1), the fixed-feature power button (PWRBTN in
- * PM1 status/enable), and the 8042 boot flag so i8042 is probed.
+ * PM1 status/enable). The 8042 boot flag is clear: dvmm's 8042 is only there for
+ * the reset line (Linux's keyboard-controller reboot writes port 0x64 itself),
+ * and without the flag Linux does not spend time probing a PS/2 controller
+ * that has no keyboard behind it (as on QEMU's microvm).
  * The DSDT declares `\_S5` (soft off, SLP_TYP = `ACPI_S5_SLP_TYP`), the PCI host
  * bridge `\_SB.PCI0` with its bus, I/O and memory windows (without it an ACPI
  * kernel does not scan PCI), and a motherboard resource device reserving the ECAM.
@@ -341,7 +344,7 @@ export function buildFadt(
   v.setUint32(FADT.pm1a_cnt_blk, PORTS.ACPI_PM1A_CNT, true);
   b[FADT.pm1_evt_len] = 4;
   b[FADT.pm1_cnt_len] = 2;
-  v.setUint16(FADT.iapc_boot_arch, IAPC_BOOT_ARCH.I8042 | IAPC_BOOT_ARCH.VGA_NOT_PRESENT, true);
+  v.setUint16(FADT.iapc_boot_arch, IAPC_BOOT_ARCH.VGA_NOT_PRESENT, true);
   // PWR_BUTTON clear: the power button is the fixed-feature one (PM1 PWRBTN_STS/EN), so a
   // power-button event raises the SCI and Linux shuts down gracefully. No sleep button.
   let flags = FADT_FLAGS.WBINVD | FADT_FLAGS.PROC_C1 | FADT_FLAGS.SLP_BUTTON;
