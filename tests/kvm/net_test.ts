@@ -14,23 +14,13 @@ import { bootShell, waitExit } from "./guest.ts";
 import { parseVmConfig } from "../../vmm/config.ts";
 import { launchOptionsFromConfig } from "../../vmm/launch.ts";
 import { defaultMac, formatMac } from "../../devices/virtio/net.ts";
+import { sh } from "./host_command.ts";
 
 const TAP = "dvmmtap0";
 const HOST_IP = "10.0.2.1";
 const GUEST_IP = "10.0.2.15";
 
 const inLab = Deno.env.get("DVMM_IN_LAB") === "1";
-
-async function sh(cmd: string, args: string[]): Promise<string> {
-  const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  const out = new TextDecoder().decode(r.stdout);
-  if (!r.success) {
-    throw new Error(
-      `${cmd} ${args.join(" ")} (exit ${r.code}): ${new TextDecoder().decode(r.stderr)}${out}`,
-    );
-  }
-  return out;
-}
 
 Deno.test({
   name: "virtio-net: guest and L1 host ping each other over a TAP the plugin created",

@@ -13,26 +13,13 @@
 import { match, ok, strictEqual } from "node:assert/strict";
 import { bootShell, type TestGuest, waitExit } from "./guest.ts";
 import type { Machine } from "../../vmm/machine.ts";
+import { type Ext2Image, makeExt2Image, readExt2File } from "./ext2_image.ts";
 
 const HOST_TEXT = "hello from the host";
 
-async function sh(cmd: string, args: string[]): Promise<string> {
-  const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-  const out = new TextDecoder().decode(r.stdout);
-  if (!r.success) {
-    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}${out}`);
-  }
-  return out;
-}
-
 /** An 8 MiB ext2 image holding /hello.txt, in a fresh temporary directory. */
-async function makeImage(): Promise<{ dir: string; image: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "dvmm-virtio-" });
-  await Deno.mkdir(`${dir}/content`);
-  await Deno.writeTextFile(`${dir}/content/hello.txt`, `${HOST_TEXT}\n`);
-  const image = `${dir}/disk.img`;
-  await sh("mke2fs", ["-q", "-F", "-t", "ext2", "-d", `${dir}/content`, image, "8M"]);
-  return { dir, image };
+function makeImage(): Promise<Ext2Image> {
+  return makeExt2Image({ "hello.txt": `${HOST_TEXT}\n` });
 }
 
 /** The guest's PCI address (`0000:00:03.0`) of the plugin called `name`. */
@@ -103,7 +90,7 @@ Deno.test("virtio-blk: the guest reads a host file from an ext2 image, writes on
     strictEqual((await waitExit(machine)).status, 0);
     // The VM is gone: the host reads the guest's file out of the image.
     strictEqual(
-      await sh("debugfs", ["-R", "cat /from_guest.txt", image]),
+      await readExt2File(image, "/from_guest.txt"),
       "written by the guest\n",
     );
   } finally {
@@ -126,7 +113,7 @@ Deno.test("virtio-blk with ro: the guest sees a read-only disk and writes to it 
     strictEqual(r.output, `${HOST_TEXT}\n`);
     await console.write("poweroff -f\n");
     strictEqual((await waitExit(machine)).status, 0);
-    match(await sh("debugfs", ["-R", "cat /hello.txt", image]), new RegExp(HOST_TEXT));
+    match(await readExt2File(image, "/hello.txt"), new RegExp(HOST_TEXT));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
