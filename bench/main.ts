@@ -14,6 +14,7 @@ import { dvmmCacheDir } from "../guest/cache_dir.ts";
 import { benchPluginAccess } from "./plugin_access.ts";
 import { blkBenchInitramfs, DEFAULT_BLK_MIB } from "./blk_throughput.ts";
 import { ensureKernel } from "../guest/debian_kernel.ts";
+import { ensureVmlinux } from "../guest/vmlinux.ts";
 
 const here = new URL(".", import.meta.url).pathname;
 const root = new URL("..", import.meta.url).pathname;
@@ -29,6 +30,8 @@ try {
   await run("gcc", ["-O2", "-o", `${dir}/c_reference`, `${here}c_reference.c`]);
   await run("nasm", ["-f", "bin", "-o", `${dir}/pio_loop.bin`, `${here}guests/pio_loop.asm`]);
   const guest = await defaultGuestPaths();
+  // dvmm's kernel cache (read-only inside the lab): the boot bench times its steady state.
+  await ensureVmlinux(await ensureKernel());
   const blkMib = Number(Deno.env.get("DVMM_BENCH_BLK_MIB") ?? DEFAULT_BLK_MIB);
   const blkInitrd = await blkBenchInitramfs(await ensureKernel(), blkMib);
   const args = [
