@@ -7,7 +7,7 @@
  *
  * dvmm boots the bzImage through its kernel cache (the decompressed vmlinux,
  * see guest/vmlinux.ts), as it does by default; the bench fills the cache
- * before timing (bench/main.ts, on the host) so every round measures the
+ * before timing (defaultGuestPaths, on the host) so every round measures the
  * steady state. It also times `dvmm --no-kernel-cache`, where the guest
  * decompresses itself as under QEMU, and prints that ratio too.
  *

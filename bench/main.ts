@@ -14,7 +14,6 @@ import { dvmmCacheDir } from "../guest/cache_dir.ts";
 import { benchPluginAccess } from "./plugin_access.ts";
 import { blkBenchInitramfs, DEFAULT_BLK_MIB } from "./blk_throughput.ts";
 import { ensureKernel } from "../guest/debian_kernel.ts";
-import { ensureVmlinux } from "../guest/vmlinux.ts";
 
 const here = new URL(".", import.meta.url).pathname;
 const root = new URL("..", import.meta.url).pathname;
@@ -29,9 +28,7 @@ const dir = await Deno.makeTempDir({ prefix: "dvmm-bench-" });
 try {
   await run("gcc", ["-O2", "-o", `${dir}/c_reference`, `${here}c_reference.c`]);
   await run("nasm", ["-f", "bin", "-o", `${dir}/pio_loop.bin`, `${here}guests/pio_loop.asm`]);
-  const guest = await defaultGuestPaths();
-  // dvmm's kernel cache (read-only inside the lab): the boot bench times its steady state.
-  await ensureVmlinux(await ensureKernel());
+  const guest = await defaultGuestPaths(); // also fills dvmm's kernel cache
   const blkMib = Number(Deno.env.get("DVMM_BENCH_BLK_MIB") ?? DEFAULT_BLK_MIB);
   const blkInitrd = await blkBenchInitramfs(await ensureKernel(), blkMib);
   const args = [

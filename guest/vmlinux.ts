@@ -18,7 +18,7 @@ import { dvmmCacheDir } from "./cache_dir.ts";
 import type { KernelAssets } from "./debian_kernel.ts";
 import { type Compression, decompress, detectCompression } from "./decompress.ts";
 import { HDRS_MAGIC, readHeaderField, SETUP_HEADER } from "../x86/bzimage.ts";
-import { isElf } from "../x86/elf_kernel.ts";
+import { dropZeroPages, isElf } from "../x86/elf_kernel.ts";
 import { mapFile } from "../kvm/libc.ts";
 
 /** Where the compressed kernel is inside a bzImage, and its format. */
@@ -80,7 +80,7 @@ export async function extractVmlinux(bzImagePath: string): Promise<Uint8Array> {
   return await decompressVmlinux(await Deno.readFile(bzImagePath), bzImagePath);
 }
 
-/** Where {@linkcode cachedVmlinux} keeps the vmlinux of a bzImage: `<cache>/vmlinux/<sha256>.elf`. */
+/** Where {@linkcode cachedVmlinux} keeps the kernel of a bzImage: `<cache>/vmlinux/<sha256>.boot.elf`. */
 export async function vmlinuxCachePath(
   image: Uint8Array,
   cacheDir = dvmmCacheDir(),
@@ -89,7 +89,7 @@ export async function vmlinuxCachePath(
     await crypto.subtle.digest("SHA-256", image as Uint8Array<ArrayBuffer>),
   );
   const hex = Array.from(digest.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${cacheDir}/vmlinux/${hex}.elf`;
+  return `${cacheDir}/vmlinux/${hex}.boot.elf`;
 }
 
 /** A vmlinux from the cache. */
@@ -103,12 +103,14 @@ export interface CachedVmlinux {
 }
 
 /**
- * The uncompressed vmlinux of the bzImage `image`, from the cache keyed by the
+ * The bzImage `image`'s kernel ready to boot, from the cache keyed by the
  * image's SHA-256, else decompressed now and stored there (atomically) for
- * the next boot. Undefined when it is not cached and the cache cannot be
- * written (read-only, full): decompressing on every boot would cost what the
- * guest's own decompression costs. A cached vmlinux is mapped, not read:
- * call `close` once its bytes have been copied into the guest.
+ * the next boot. What is cached is the vmlinux without its all-zero pages
+ * ({@linkcode dropZeroPages}: about half the bytes), for loading into fresh
+ * guest RAM. Undefined when it is not cached and the cache cannot be written
+ * (read-only, full): decompressing on every boot would cost what the guest's
+ * own decompression costs. A cached kernel is mapped, not read: call `close`
+ * once its bytes have been copied into the guest.
  */
 export async function cachedVmlinux(
   image: Uint8Array,
@@ -130,15 +132,60 @@ export async function cachedVmlinux(
   } catch {
     return undefined;
   }
+  const elf = await storeAs(
+    file,
+    tmp,
+    path,
+    async () => dropZeroPages(await decompressVmlinux(image, opts.what)),
+  );
+  return { elf, path, close() {} };
+}
+
+/**
+ * Put the kernel of the bzImage at `bzImagePath` into the cache now (on the
+ * host before a lab run, whose view of the cache is read-only). Returns the
+ * cached file, or undefined when the cache cannot be written.
+ */
+export async function fillKernelCache(bzImagePath: string): Promise<string | undefined> {
+  const cached = await cachedVmlinux(await Deno.readFile(bzImagePath), { what: bzImagePath });
+  cached?.close();
+  return cached?.path;
+}
+
+/**
+ * Path of the whole uncompressed vmlinux of `kernel` (for booting the lab's
+ * L1 with QEMU), extracted once into `<cache>/vmlinux/vmlinux-<version>`
+ * (about 65 MB for Debian's kernel). Throws when it cannot be stored.
+ */
+export async function ensureVmlinux(kernel: KernelAssets): Promise<string> {
+  const dir = `${dvmmCacheDir()}/vmlinux`;
+  const path = `${dir}/vmlinux-${kernel.version}`;
   try {
-    const elf = await decompressVmlinux(image, opts.what);
-    await file.write(elf).then(async (n) => {
-      if (n !== elf.length) throw new Error(`short write to ${tmp}`);
-      await file.syncData();
-    });
+    if ((await Deno.stat(path)).size > 0) return path;
+  } catch {
+    // not extracted yet
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  const file = await Deno.open(tmp, { write: true, createNew: true });
+  await storeAs(file, tmp, path, () => extractVmlinux(kernel.vmlinuz));
+  return path;
+}
+
+/** Write what `make` returns to `file` (opened at `tmp`), sync it, and rename it to `path`. */
+async function storeAs(
+  file: Deno.FsFile,
+  tmp: string,
+  path: string,
+  make: () => Promise<Uint8Array>,
+): Promise<Uint8Array> {
+  try {
+    const bytes = await make();
+    for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+    await file.syncData();
     file.close();
     await Deno.rename(tmp, path);
-    return { elf, path, close() {} };
+    return bytes;
   } catch (e) {
     try {
       file.close();
@@ -146,19 +193,4 @@ export async function cachedVmlinux(
     await Deno.remove(tmp).catch(() => {});
     throw e;
   }
-}
-
-/**
- * Path of the uncompressed vmlinux of `kernel` in the cache (extracted once;
- * about 65 MB for Debian's kernel). Throws when it cannot be stored.
- */
-export async function ensureVmlinux(kernel: KernelAssets): Promise<string> {
-  const cached = await cachedVmlinux(await Deno.readFile(kernel.vmlinuz), {
-    what: kernel.vmlinuz,
-  });
-  if (!cached) {
-    throw new Error(`cannot store the vmlinux of ${kernel.vmlinuz} in ${dvmmCacheDir()}`);
-  }
-  cached.close();
-  return cached.path;
 }

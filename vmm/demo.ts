@@ -8,6 +8,7 @@
  */
 
 import { ensureKernel } from "../guest/debian_kernel.ts";
+import { fillKernelCache } from "../guest/vmlinux.ts";
 import { ensureGuestInitramfs, GUEST_INIT_MARKER } from "../guest/initramfs.ts";
 import { createMachine } from "./launch.ts";
 import { GuestConsole } from "./guest_console.ts";
@@ -83,5 +84,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<MachineExit> {
 /** Paths of the default guest's kernel and initramfs (fetched/built on first use). */
 export async function defaultGuestPaths(): Promise<{ kernel: string; initrd: string }> {
   const kernel = await ensureKernel();
+  // Fill the kernel cache here: a lab's view of it is read-only.
+  await fillKernelCache(kernel.vmlinuz);
   return { kernel: kernel.vmlinuz, initrd: await ensureGuestInitramfs({ kernel }) };
 }

@@ -3,6 +3,8 @@ import { gzipSync } from "node:zlib";
 import { ensureKernel, KernelError } from "../../guest/debian_kernel.ts";
 import { bzImagePayload, cachedVmlinux, extractVmlinux } from "../../guest/vmlinux.ts";
 import { SETUP_HEADER } from "../../x86/bzimage.ts";
+import { dropZeroPages, parseElfKernel } from "../../x86/elf_kernel.ts";
+import { fakeVmlinux } from "./x86_fake_vmlinux.ts";
 import { fakeModuleElf, makeFakeKernel } from "./fake_kernel.ts";
 
 function fakeBzImage(payload: Uint8Array, setupSects = 1, payloadOffset = 16): Uint8Array {
@@ -60,18 +62,31 @@ Deno.test("DVMM_KERNEL_DIR selects an unpacked kernel tree without apt", async (
 Deno.test("a bzImage's vmlinux is decompressed once into the cache, keyed by the image", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const elf = fakeModuleElf({ name: "vmlinux" });
+    const text = new Uint8Array(0x3000).fill(0x90);
+    text.fill(0, 0x1000, 0x2000); // a zero page inside: kept (short gap)
+    const bss = new Uint8Array(0x40000); // zero pages: dropped
+    bss[0x3f000] = 1;
+    const elf = fakeVmlinux(0x100_0000, [
+      { paddr: 0x100_0000, bytes: text },
+      { paddr: 0x200_0000, bytes: bss },
+    ]);
     const image = fakeBzImage(gzipSync(elf));
     const first = await cachedVmlinux(image, { cacheDir: dir });
     assert.ok(first);
-    assert.deepEqual(first.elf, elf);
-    assert.match(first.path, new RegExp(`^${dir}/vmlinux/[0-9a-f]{32}\\.elf$`));
-    assert.deepEqual(await Deno.readFile(first.path), elf);
+    assert.deepEqual(first.elf, dropZeroPages(elf));
+    assert.deepEqual(
+      parseElfKernel(first.elf).segments.map((s) => [s.paddr, s.fileSize]),
+      [[0x100_0000, 0x3000], [0x203_f000, 0x1000]],
+    );
+    assert.match(first.path, new RegExp(`^${dir}/vmlinux/[0-9a-f]{32}\\.boot\\.elf$`));
+    assert.deepEqual(await Deno.readFile(first.path), first.elf);
     // A hit reads the cache: what is stored there is what boots.
-    const marked = elf.slice();
+    const marked = first.elf.slice();
     marked[100] ^= 1;
     await Deno.writeFile(first.path, marked);
-    assert.deepEqual((await cachedVmlinux(image, { cacheDir: dir }))?.elf, marked);
+    const hit = await cachedVmlinux(image, { cacheDir: dir });
+    assert.deepEqual(hit?.elf, marked);
+    hit?.close();
     // Another image, another entry.
     const other = await cachedVmlinux(fakeBzImage(gzipSync(elf), 2), { cacheDir: dir });
     assert.notEqual(other?.path, first.path);
@@ -84,8 +99,11 @@ Deno.test("a bzImage's vmlinux is decompressed once into the cache, keyed by the
 Deno.test("with no writable cache, the vmlinux is not decompressed at all", async () => {
   const file = await Deno.makeTempFile();
   try {
-    const image = fakeBzImage(gzipSync(fakeModuleElf({ name: "vmlinux" })));
-    assert.equal(await cachedVmlinux(image, { cacheDir: `${file}/cache` }), undefined);
+    const elf = fakeVmlinux(0x100_0000, [{ paddr: 0x100_0000, bytes: new Uint8Array(16).fill(1) }]);
+    assert.equal(
+      await cachedVmlinux(fakeBzImage(gzipSync(elf)), { cacheDir: `${file}/cache` }),
+      undefined,
+    );
   } finally {
     await Deno.remove(file);
   }
