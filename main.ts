@@ -136,7 +136,9 @@ function program(): Command {
     .action(async () => {
       const { DeviceRegistry, formatPluginList } = await import("./devices/registry.ts");
       const { registerBuiltinDevices } = await import("./devices/builtin.ts");
-      console.log(formatPluginList(registerBuiltinDevices(new DeviceRegistry()).list()));
+      const registry = registerBuiltinDevices(new DeviceRegistry());
+      await registry.loadBuiltins();
+      console.log(formatPluginList(registry.list()));
     });
   registerPluginCommands(cli);
   return cli;

@@ -97,6 +97,7 @@ export function parseDeviceArgument(arg: string): DeviceArgument {
 /** Built-in and loaded device plugins. */
 export class DeviceRegistry {
   readonly #builtins = new Map<string, RegisteredPlugin>();
+  readonly #lazyBuiltins = new Map<string, () => Promise<AnyPciDeviceDefinition>>();
   readonly #loaded = new Map<string, RegisteredPlugin>();
   readonly #sandboxed: SandboxedPlugin[] = [];
 
@@ -112,9 +113,38 @@ export class DeviceRegistry {
     return entry;
   }
 
-  /** The built-in plugin called `name`, if any. */
+  /**
+   * Add a built-in plugin by name, imported on first use: a VM that does not
+   * use it does not pay for loading its module (start-up time). Throws
+   * {@linkcode PluginError} if the name is taken.
+   */
+  registerBuiltinLoader(name: string, load: () => Promise<AnyPciDeviceDefinition>): void {
+    if (this.#builtins.has(name) || this.#lazyBuiltins.has(name)) {
+      throw new PluginError(`builtin:${name}`, "a built-in plugin with this name exists");
+    }
+    this.#lazyBuiltins.set(name, load);
+  }
+
+  /** Import every built-in registered with {@linkcode registerBuiltinLoader} (before listing them). */
+  async loadBuiltins(): Promise<void> {
+    for (const name of [...this.#lazyBuiltins.keys()]) await this.#builtin(name);
+  }
+
+  /** The built-in plugin called `name`, if any (loaded already; see {@linkcode load}). */
   builtin(name: string): RegisteredPlugin | undefined {
     return this.#builtins.get(name);
+  }
+
+  /** The built-in called `name`, importing it if it is registered lazily. */
+  async #builtin(name: string): Promise<RegisteredPlugin | undefined> {
+    const load = this.#lazyBuiltins.get(name);
+    if (!load) return this.#builtins.get(name);
+    this.#lazyBuiltins.delete(name);
+    const definition = await load();
+    if ((definition as { name?: unknown }).name !== name) {
+      throw new PluginError(`builtin:${name}`, "the module defines another plugin name");
+    }
+    return this.registerBuiltin(definition);
   }
 
   /**
@@ -124,7 +154,7 @@ export class DeviceRegistry {
    * VMM's permissions (trusted: see {@linkcode loadSandboxed}). Throws {@linkcode PluginError}.
    */
   async load(spec: string, cwd: string = Deno.cwd()): Promise<RegisteredPlugin> {
-    const builtin = this.#builtins.get(spec);
+    const builtin = await this.#builtin(spec);
     if (builtin) return builtin;
     const url = moduleUrl(spec, cwd);
     const cached = this.#loaded.get(url);
@@ -156,7 +186,7 @@ export class DeviceRegistry {
     spec: string,
     options: SandboxOptions & { readonly cwd?: string } = {},
   ): Promise<RegisteredPlugin> {
-    const builtin = this.#builtins.get(spec);
+    const builtin = await this.#builtin(spec);
     if (builtin) return builtin;
     const url = moduleUrl(spec, options.cwd ?? Deno.cwd());
     const sandbox = await SandboxedPlugin.load(spec, url, options);
@@ -182,7 +212,7 @@ export class DeviceRegistry {
     return { ...plugin, options: parsePciDeviceOptions(plugin.definition, options, spec) };
   }
 
-  /** Built-ins (by name) then loaded plugins (in load order). */
+  /** Built-ins (by name; lazy ones once loaded, see {@linkcode loadBuiltins}) then loaded plugins (in load order). */
   plugins(): RegisteredPlugin[] {
     return [...this.#builtins.values(), ...this.#loaded.values()];
   }

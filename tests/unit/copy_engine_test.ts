@@ -221,8 +221,8 @@ Deno.test("copy engine: reset clears registers, counters and the MSI-X state", (
   }
 });
 
-Deno.test("copy engine: registered as the built-in `copy-engine`", () => {
+Deno.test("copy engine: registered as the built-in `copy-engine`", async () => {
   const registry = registerBuiltinDevices(new DeviceRegistry());
-  const plugin = registry.builtin("copy-engine");
+  const plugin = await registry.load("copy-engine");
   assertEquals([plugin?.definition.deviceId, plugin?.source], [0x00f1, "builtin:copy-engine"]);
 });
