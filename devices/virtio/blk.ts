@@ -34,6 +34,7 @@ import type { BlockBackend } from "./block_backend.ts";
 import type { SharedImage } from "./fd_block_backend.ts";
 import type { VirtioDevice, VirtioDeviceContext } from "./device.ts";
 import { featureBit, VIRTIO_ID } from "./spec.ts";
+import { ChainBuffers } from "./virtqueue.ts";
 
 export {
   SECTOR_SIZE,
@@ -101,6 +102,8 @@ export class VirtioBlk implements VirtioDevice {
   #ctx: VirtioDeviceContext | null = null;
   #doorbellFd: number | null = null;
   #worker: BlkWorker | null = null;
+  /** The request being served on the VMM thread (reused). */
+  readonly #chain = new ChainBuffers();
 
   /** A disk over `backend`. */
   constructor(backend: BlockBackend, options: VirtioBlkOptions = {}) {
@@ -158,7 +161,8 @@ export class VirtioBlk implements VirtioDevice {
       return;
     }
     const env = this.#requestEnv(ctx);
-    for (let chain = q.pop(); chain; chain = q.pop()) serveBlkRequest(env, q, chain);
+    const chain = this.#chain;
+    while (q.popInto(chain)) serveBlkRequest(env, q, chain);
     ctx.signalUsed(0);
   }
 

@@ -17,8 +17,8 @@ import {
   VIRTIO_BLK_T,
 } from "./blk_spec.ts";
 import { type BlockBackend, readIntoGuest, writeFromGuest } from "./block_backend.ts";
-import { ChainCursor } from "./chain_io.ts";
-import type { DescriptorChain, Virtqueue } from "./virtqueue.ts";
+import type { GuestRanges } from "./guest_ranges.ts";
+import type { ChainBuffers, Virtqueue } from "./virtqueue.ts";
 
 /** What serving a request needs. */
 export interface BlkRequestEnv {
@@ -34,16 +34,18 @@ export interface BlkRequestEnv {
   warn(message: string): void;
 }
 
-/** Header scratch (one request at a time per thread). */
+/** Header scratch for a header split across buffers (one request at a time per thread). */
 const header = new Uint8Array(VIRTIO_BLK_REQ_HEADER_SIZE);
 const headerView = new DataView(header.buffer);
 
 /**
- * Serve `chain` from `q` and push it back. A chain too short for a header and
- * a status byte breaks the queue (it is still released).
+ * Serve `chain` (just taken from `q` with {@linkcode Virtqueue.popInto}; its
+ * ranges are consumed) and push it back. A chain too short for a header and a
+ * status byte breaks the queue (it is still released).
  */
-export function serveBlkRequest(env: BlkRequestEnv, q: Virtqueue, chain: DescriptorChain): void {
-  if (chain.readableLength < VIRTIO_BLK_REQ_HEADER_SIZE || chain.writableLength < 1) {
+export function serveBlkRequest(env: BlkRequestEnv, q: Virtqueue, chain: ChainBuffers): void {
+  const readable = chain.readable, writable = chain.writable;
+  if (readable.total < VIRTIO_BLK_REQ_HEADER_SIZE || writable.total < 1) {
     q.markBroken(
       `request ${chain.head}: needs a ${VIRTIO_BLK_REQ_HEADER_SIZE}-byte header and a status byte`,
     );
@@ -51,13 +53,25 @@ export function serveBlkRequest(env: BlkRequestEnv, q: Virtqueue, chain: Descrip
     return;
   }
   const { memory, backend } = env;
-  const r = new ChainCursor(memory, chain.readable);
-  const w = new ChainCursor(memory, chain.writable);
-  r.readInto(header);
-  const type = headerView.getUint32(VIRTIO_BLK_REQ.TYPE.offset, true);
-  const sectorLo = headerView.getUint32(VIRTIO_BLK_REQ.SECTOR.offset, true);
-  const sectorHi = headerView.getUint32(VIRTIO_BLK_REQ.SECTOR.offset + 4, true);
-  const dataIn = chain.writableLength - 1;
+  let type: number, sectorLo: number, sectorHi: number;
+  if (readable.len(0) >= VIRTIO_BLK_REQ_HEADER_SIZE) { // the usual case: one header buffer
+    const at = readable.gpa(0);
+    type = memory.readU32(at + VIRTIO_BLK_REQ.TYPE.offset);
+    sectorLo = memory.readU32(at + VIRTIO_BLK_REQ.SECTOR.offset);
+    sectorHi = memory.readU32(at + VIRTIO_BLK_REQ.SECTOR.offset + 4);
+  } else {
+    gather(memory, readable, header);
+    type = headerView.getUint32(VIRTIO_BLK_REQ.TYPE.offset, true);
+    sectorLo = headerView.getUint32(VIRTIO_BLK_REQ.SECTOR.offset, true);
+    sectorHi = headerView.getUint32(VIRTIO_BLK_REQ.SECTOR.offset + 4, true);
+  }
+  readable.dropFront(VIRTIO_BLK_REQ_HEADER_SIZE);
+  // The status byte is the chain's last writable byte (in its last non-empty buffer).
+  let last = writable.count - 1;
+  while (writable.len(last) === 0) last--;
+  const statusAt = writable.gpa(last) + writable.len(last) - 1;
+  writable.dropBack(1);
+  const dataIn = writable.total;
   let written = 0;
   let status: number;
   try {
@@ -66,20 +80,19 @@ export function serveBlkRequest(env: BlkRequestEnv, q: Virtqueue, chain: Descrip
         const at = transferOffset(env, sectorHi, sectorLo, dataIn, "read");
         if (at === null) status = VIRTIO_BLK_S.IOERR;
         else {
-          readIntoGuest(backend, at, memory, w.ranges(dataIn));
+          readIntoGuest(backend, at, memory, writable);
           written = dataIn;
           status = VIRTIO_BLK_S.OK;
         }
         break;
       }
       case VIRTIO_BLK_T.OUT: {
-        const length = r.remaining;
         const at = backend.readonly
           ? null
-          : transferOffset(env, sectorHi, sectorLo, length, "write");
+          : transferOffset(env, sectorHi, sectorLo, readable.total, "write");
         if (at === null) status = VIRTIO_BLK_S.IOERR;
         else {
-          writeFromGuest(backend, at, memory, r.ranges(length));
+          writeFromGuest(backend, at, memory, readable);
           status = VIRTIO_BLK_S.OK;
         }
         break;
@@ -89,7 +102,11 @@ export function serveBlkRequest(env: BlkRequestEnv, q: Virtqueue, chain: Descrip
         status = VIRTIO_BLK_S.OK;
         break;
       case VIRTIO_BLK_T.GET_ID:
-        written = w.write(env.id.subarray(0, Math.min(dataIn, VIRTIO_BLK_ID_BYTES)));
+        written = scatter(
+          memory,
+          env.id.subarray(0, Math.min(dataIn, VIRTIO_BLK_ID_BYTES)),
+          writable,
+        );
         status = VIRTIO_BLK_S.OK;
         break;
       default:
@@ -103,12 +120,30 @@ export function serveBlkRequest(env: BlkRequestEnv, q: Virtqueue, chain: Descrip
     );
     status = VIRTIO_BLK_S.IOERR;
   }
-  // The status byte is the chain's last writable byte (in its last non-empty buffer).
-  const writable = chain.writable;
-  let last = writable.length - 1;
-  while (writable[last].len === 0) last--;
-  memory.writeU8(writable[last].gpa + writable[last].len - 1, status);
+  memory.writeU8(statusAt, status);
   q.push(chain.head, (status === VIRTIO_BLK_S.OK ? written : 0) + 1);
+}
+
+/** Copy the first bytes of `ranges` into `into` (up to its length); returns how many. */
+function gather(memory: GuestMemory, ranges: GuestRanges, into: Uint8Array): number {
+  let done = 0;
+  for (let k = 0; k < ranges.count && done < into.length; k++) {
+    const n = Math.min(ranges.len(k), into.length - done);
+    into.set(memory.slice(ranges.gpa(k), n), done);
+    done += n;
+  }
+  return done;
+}
+
+/** Copy `data` into the first bytes of `ranges` (as much as fits); returns how many. */
+function scatter(memory: GuestMemory, data: Uint8Array, ranges: GuestRanges): number {
+  let done = 0;
+  for (let k = 0; k < ranges.count && done < data.length; k++) {
+    const n = Math.min(ranges.len(k), data.length - done);
+    memory.write(ranges.gpa(k), data.subarray(done, done + n));
+    done += n;
+  }
+  return done;
 }
 
 /** The sector as a bigint (for messages). */

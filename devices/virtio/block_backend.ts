@@ -7,7 +7,7 @@
  */
 
 import type { GuestMemory } from "../../kvm/guest_memory.ts";
-import type { GuestBuffer } from "./virtqueue.ts";
+import type { GuestRanges } from "./guest_ranges.ts";
 
 /** Storage behind a virtio-blk device. Methods throw on host I/O errors. */
 export interface BlockBackend {
@@ -26,9 +26,9 @@ export interface BlockBackend {
    * (validated, in order) from byte `offset`, as {@linkcode read} on their
    * concatenation would, ideally in one system call.
    */
-  readGuest?(offset: number, memory: GuestMemory, ranges: readonly GuestBuffer[]): void;
+  readGuest?(offset: number, memory: GuestMemory, ranges: GuestRanges): void;
   /** Optional gather write from guest RAM: store `ranges` of `memory` (in order) at `offset`. */
-  writeGuest?(offset: number, memory: GuestMemory, ranges: readonly GuestBuffer[]): void;
+  writeGuest?(offset: number, memory: GuestMemory, ranges: GuestRanges): void;
 }
 
 /** Read guest `ranges` from `offset`: the backend's readGuest, else {@linkcode BlockBackend.read} per range. */
@@ -36,12 +36,12 @@ export function readIntoGuest(
   backend: BlockBackend,
   offset: number,
   memory: GuestMemory,
-  ranges: readonly GuestBuffer[],
+  ranges: GuestRanges,
 ): void {
   if (backend.readGuest) return backend.readGuest(offset, memory, ranges);
-  for (const r of ranges) {
-    backend.read(offset, memory.slice(r.gpa, r.len));
-    offset += r.len;
+  for (let k = 0; k < ranges.count; k++) {
+    backend.read(offset, memory.slice(ranges.gpa(k), ranges.len(k)));
+    offset += ranges.len(k);
   }
 }
 
@@ -50,12 +50,27 @@ export function writeFromGuest(
   backend: BlockBackend,
   offset: number,
   memory: GuestMemory,
-  ranges: readonly GuestBuffer[],
+  ranges: GuestRanges,
 ): void {
   if (backend.writeGuest) return backend.writeGuest(offset, memory, ranges);
-  for (const r of ranges) {
-    backend.write(offset, memory.slice(r.gpa, r.len));
-    offset += r.len;
+  for (let k = 0; k < ranges.count; k++) {
+    backend.write(offset, memory.slice(ranges.gpa(k), ranges.len(k)));
+    offset += ranges.len(k);
+  }
+}
+
+/**
+ * Zero what a short read left of `ranges` (the first `done` bytes were read):
+ * the part of an image past the end of a file that shrank reads as zeros.
+ */
+export function zeroPast(memory: GuestMemory, ranges: GuestRanges, done: number): void {
+  for (let k = 0; k < ranges.count; k++) {
+    const len = ranges.len(k);
+    if (done >= len) done -= len;
+    else {
+      memory.fill(ranges.gpa(k) + done, len - done);
+      done = 0;
+    }
   }
 }
 

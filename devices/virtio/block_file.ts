@@ -9,11 +9,11 @@
  */
 
 import * as fs from "node:fs";
-import { type BlockBackend, checkRange } from "./block_backend.ts";
+import { type BlockBackend, checkRange, zeroPast } from "./block_backend.ts";
 import { vectoredIo } from "./vectored_io.ts";
 import type { SharedImage } from "./fd_block_backend.ts";
 import type { GuestMemory } from "../../kvm/guest_memory.ts";
-import type { GuestBuffer } from "./virtqueue.ts";
+import type { GuestRanges } from "./guest_ranges.ts";
 
 /** A raw image file opened for virtio-blk. */
 export class FileBlockBackend implements BlockBackend {
@@ -60,35 +60,29 @@ export class FileBlockBackend implements BlockBackend {
   }
 
   /** preadv straight into guest RAM; a short file reads as zeros past its end. */
-  readGuest(offset: number, memory: GuestMemory, ranges: readonly GuestBuffer[]): void {
-    checkRange(this, offset, totalLength(ranges));
+  readGuest(offset: number, memory: GuestMemory, ranges: GuestRanges): void {
+    checkRange(this, offset, ranges.total);
     const io = vectoredIo();
     if (!io) {
-      for (const r of ranges) {
-        this.read(offset, memory.slice(r.gpa, r.len));
-        offset += r.len;
+      for (let k = 0; k < ranges.count; k++) {
+        this.read(offset, memory.slice(ranges.gpa(k), ranges.len(k)));
+        offset += ranges.len(k);
       }
       return;
     }
-    let done = io.preadvGuest(this.#open(), offset, memory, ranges);
-    for (const r of ranges) { // zero what lies past the end of a short file
-      if (done >= r.len) done -= r.len;
-      else {
-        memory.fill(r.gpa + done, r.len - done);
-        done = 0;
-      }
-    }
+    const done = io.preadvGuest(this.#open(), offset, memory, ranges);
+    if (done < ranges.total) zeroPast(memory, ranges, done);
   }
 
   /** pwritev straight from guest RAM. */
-  writeGuest(offset: number, memory: GuestMemory, ranges: readonly GuestBuffer[]): void {
+  writeGuest(offset: number, memory: GuestMemory, ranges: GuestRanges): void {
     if (this.readonly) throw new Error(`${this.path}: opened read-only`);
-    checkRange(this, offset, totalLength(ranges));
+    checkRange(this, offset, ranges.total);
     const io = vectoredIo();
     if (io) return io.pwritevGuest(this.#open(), offset, memory, ranges);
-    for (const r of ranges) {
-      this.write(offset, memory.slice(r.gpa, r.len));
-      offset += r.len;
+    for (let k = 0; k < ranges.count; k++) {
+      this.write(offset, memory.slice(ranges.gpa(k), ranges.len(k)));
+      offset += ranges.len(k);
     }
   }
 
@@ -113,10 +107,4 @@ export class FileBlockBackend implements BlockBackend {
     if (this.#fd === null) throw new Error(`${this.path}: closed`);
     return this.#fd;
   }
-}
-
-function totalLength(ranges: readonly GuestBuffer[]): number {
-  let n = 0;
-  for (const r of ranges) n += r.len;
-  return n;
 }

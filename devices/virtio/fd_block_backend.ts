@@ -10,9 +10,9 @@
 
 import type { GuestMemory } from "../../kvm/guest_memory.ts";
 import { errno, libc, OsError } from "../../kvm/libc.ts";
-import { type BlockBackend, checkRange } from "./block_backend.ts";
+import { type BlockBackend, checkRange, zeroPast } from "./block_backend.ts";
 import { type VectoredIo, vectoredIo } from "./vectored_io.ts";
-import type { GuestBuffer } from "./virtqueue.ts";
+import type { GuestRanges } from "./guest_ranges.ts";
 
 /** Where the image is (structured-cloneable, to hand to a worker). */
 export interface SharedImage {
@@ -65,27 +65,16 @@ export class FdBlockBackend implements BlockBackend {
   }
 
   /** preadv straight into guest RAM; a short file reads as zeros past its end. */
-  readGuest(offset: number, memory: GuestMemory, ranges: readonly GuestBuffer[]): void {
-    let total = 0;
-    for (const r of ranges) total += r.len;
-    checkRange(this, offset, total);
-    let done = this.#io.preadvGuest(this.#fd, offset, memory, ranges);
-    if (done === total) return;
-    for (const r of ranges) { // zero what lies past the end of a short file
-      if (done >= r.len) done -= r.len;
-      else {
-        memory.fill(r.gpa + done, r.len - done);
-        done = 0;
-      }
-    }
+  readGuest(offset: number, memory: GuestMemory, ranges: GuestRanges): void {
+    checkRange(this, offset, ranges.total);
+    const done = this.#io.preadvGuest(this.#fd, offset, memory, ranges);
+    if (done < ranges.total) zeroPast(memory, ranges, done);
   }
 
   /** pwritev straight from guest RAM. */
-  writeGuest(offset: number, memory: GuestMemory, ranges: readonly GuestBuffer[]): void {
+  writeGuest(offset: number, memory: GuestMemory, ranges: GuestRanges): void {
     if (this.readonly) throw new Error(`${this.path}: opened read-only`);
-    let total = 0;
-    for (const r of ranges) total += r.len;
-    checkRange(this, offset, total);
+    checkRange(this, offset, ranges.total);
     this.#io.pwritevGuest(this.#fd, offset, memory, ranges);
   }
 

@@ -10,7 +10,7 @@
  */
 
 import type { GuestMemory, MemoryRegion } from "../../kvm/guest_memory.ts";
-import type { GuestBuffer } from "./virtqueue.ts";
+import type { GuestRanges } from "./guest_ranges.ts";
 
 /** Most buffers one call takes (Linux `IOV_MAX`); longer lists are split. */
 export const IOV_MAX = 1024;
@@ -33,22 +33,13 @@ export interface VectoredIo {
   /** Write all of `data` (in order) at byte `offset` of `fd`. Throws on an I/O error. */
   pwritev(fd: number, offset: number, data: readonly Uint8Array[]): void;
   /**
-   * Read into guest RAM `ranges` (validated, each inside one region of
-   * `memory`) from byte `offset`; returns the bytes read (short only at EOF).
+   * Read into guest RAM `ranges` (each inside one region of `memory`, else
+   * RangeError before any I/O) from byte `offset`; returns the bytes read
+   * (short only at EOF).
    */
-  preadvGuest(
-    fd: number,
-    offset: number,
-    memory: GuestMemory,
-    ranges: readonly GuestBuffer[],
-  ): number;
-  /** Write guest RAM `ranges` (validated, each inside one region) at byte `offset`. */
-  pwritevGuest(
-    fd: number,
-    offset: number,
-    memory: GuestMemory,
-    ranges: readonly GuestBuffer[],
-  ): void;
+  preadvGuest(fd: number, offset: number, memory: GuestMemory, ranges: GuestRanges): number;
+  /** Write guest RAM `ranges` (each inside one region, else RangeError) at byte `offset`. */
+  pwritevGuest(fd: number, offset: number, memory: GuestMemory, ranges: GuestRanges): void;
 }
 
 const EINTR = 4;
@@ -74,24 +65,27 @@ export function vectoredIo(): VectoredIo | null {
 
 type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
 
-/** Host address of each region, keyed by the memory's region list (a closed memory has a new, empty one). */
-interface HostRegion {
-  readonly gpa: number;
-  readonly end: number;
-  readonly host: number;
-}
+/**
+ * Guest start, guest end and host address of each region, three numbers per
+ * region, keyed by the memory's region list (a closed memory has a new, empty one).
+ */
+const hostRegions = new WeakMap<readonly MemoryRegion[], Float64Array>();
 
-const hostRegions = new WeakMap<readonly MemoryRegion[], HostRegion[]>();
+const HOST_REGION = { GPA: 0, END: 1, HOST: 2, SIZE: 3 } as const;
 
-function hostRegionsOf(memory: GuestMemory): HostRegion[] {
+function hostRegionsOf(memory: GuestMemory): Float64Array {
   const regions = memory.regions;
   let table = hostRegions.get(regions);
   if (!table) {
-    table = regions.map((r) => ({
-      gpa: r.gpa,
-      end: r.gpa + r.bytes.length,
-      host: Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(r.bytes))),
-    }));
+    table = new Float64Array(regions.length * HOST_REGION.SIZE);
+    regions.forEach((r, i) => {
+      const at = i * HOST_REGION.SIZE;
+      table![at + HOST_REGION.GPA] = r.gpa;
+      table![at + HOST_REGION.END] = r.gpa + r.bytes.length;
+      table![at + HOST_REGION.HOST] = Number(
+        Deno.UnsafePointer.value(Deno.UnsafePointer.of(r.bytes)),
+      );
+    });
     hostRegions.set(regions, table);
   }
   return table;
@@ -126,44 +120,43 @@ class FfiVectoredIo implements VectoredIo {
     this.#transfer("pwritev", fd, offset, data.length, total);
   }
 
-  preadvGuest(
-    fd: number,
-    offset: number,
-    memory: GuestMemory,
-    ranges: readonly GuestBuffer[],
-  ): number {
+  preadvGuest(fd: number, offset: number, memory: GuestMemory, ranges: GuestRanges): number {
     const total = this.#fillGuest(memory, ranges);
-    return this.#transfer("preadv", fd, offset, ranges.length, total);
+    return this.#transfer("preadv", fd, offset, ranges.count, total);
   }
 
-  pwritevGuest(
-    fd: number,
-    offset: number,
-    memory: GuestMemory,
-    ranges: readonly GuestBuffer[],
-  ): void {
+  pwritevGuest(fd: number, offset: number, memory: GuestMemory, ranges: GuestRanges): void {
     const total = this.#fillGuest(memory, ranges);
-    this.#transfer("pwritev", fd, offset, ranges.length, total);
+    this.#transfer("pwritev", fd, offset, ranges.count, total);
   }
 
-  /** Put the host addresses of `ranges` into the iovec words; returns the total length. */
-  #fillGuest(memory: GuestMemory, ranges: readonly GuestBuffer[]): number {
+  /**
+   * Put the host addresses of `ranges` into the iovec words (checking each
+   * lies inside one region); returns the total length.
+   */
+  #fillGuest(memory: GuestMemory, ranges: GuestRanges): number {
     const table = hostRegionsOf(memory);
-    const iov = this.#reserve(ranges.length);
+    const count = ranges.count;
+    const iov = this.#reserve(count);
     let total = 0;
-    for (let k = 0; k < ranges.length; k++) {
-      const { gpa, len } = ranges[k];
-      let r: HostRegion | undefined;
-      for (const t of table) {
-        if (gpa >= t.gpa && gpa + len <= t.end) {
-          r = t;
-          break;
+    let r = 0; // the region of the previous range: consecutive ranges are usually in the same one
+    for (let k = 0; k < count; k++) {
+      const gpa = ranges.gpa(k), len = ranges.len(k);
+      if (!(gpa >= table[r + HOST_REGION.GPA] && gpa + len <= table[r + HOST_REGION.END])) {
+        r = -1;
+        for (let at = 0; at < table.length; at += HOST_REGION.SIZE) {
+          if (gpa >= table[at + HOST_REGION.GPA] && gpa + len <= table[at + HOST_REGION.END]) {
+            r = at;
+            break;
+          }
+        }
+        if (r < 0) {
+          throw new RangeError(
+            `guest range 0x${gpa.toString(16)}+${len} is outside guest memory`,
+          );
         }
       }
-      if (!r) {
-        throw new RangeError(`guest range 0x${gpa.toString(16)}+${len} is outside guest memory`);
-      }
-      setIovec(iov, k, r.host + (gpa - r.gpa), len);
+      setIovec(iov, k, table[r + HOST_REGION.HOST] + (gpa - table[r + HOST_REGION.GPA]), len);
       total += len;
     }
     return total;

@@ -6,6 +6,9 @@
  * owns the used ring. {@linkcode Virtqueue.pop} takes the next available
  * descriptor chain, follows NEXT links and one level of INDIRECT table, and
  * returns it as validated device-readable and device-writable buffer lists;
+ * {@linkcode Virtqueue.popInto} does the same into a reused
+ * {@linkcode ChainBuffers} (typed arrays, no object per descriptor, buffers
+ * contiguous in guest memory merged), for hot paths such as virtio-blk;
  * {@linkcode Virtqueue.push} returns a chain to the driver through the used
  * ring. Notification suppression works both ways (EVENT_IDX's used_event /
  * avail_event, or the NO_INTERRUPT / NO_NOTIFY flags).
@@ -21,7 +24,8 @@
  * @module
  */
 
-import type { GuestMemory } from "../../kvm/guest_memory.ts";
+import type { GuestMemory, MemoryRegion } from "../../kvm/guest_memory.ts";
+import { GuestRanges } from "./guest_ranges.ts";
 import {
   availRingBytes,
   descTableBytes,
@@ -85,6 +89,20 @@ export interface DescriptorChain {
   readonly writableLength: number;
 }
 
+/**
+ * A validated descriptor chain in reusable typed arrays (see
+ * {@linkcode Virtqueue.popInto}): its head and its device-readable and
+ * device-writable sides as {@linkcode GuestRanges}.
+ */
+export class ChainBuffers {
+  /** Index of the head descriptor: pass it to {@linkcode Virtqueue.push}. */
+  head = -1;
+  /** Device-readable ranges, in chain order. */
+  readonly readable: GuestRanges = new GuestRanges(4);
+  /** Device-writable ranges, in chain order. */
+  readonly writable: GuestRanges = new GuestRanges(4);
+}
+
 /** Largest total length of one chain (virtio 1.2 §2.7.13.1: chains are below 2^32 bytes). */
 export const MAX_CHAIN_BYTES = 0xffff_ffff;
 
@@ -116,6 +134,11 @@ export class Virtqueue {
   /** Writable length of each in-flight head + 1 (0 = not in flight). */
   readonly #inflight: Float64Array;
   #inflightCount = 0;
+  /** Where pop() walks chains (unmerged). */
+  readonly #scratch = new ChainBuffers();
+  /** Start and end address of each memory region (see `#regions`). */
+  #regionTable: Float64Array = new Float64Array(0);
+  #regionTableOf: readonly MemoryRegion[] | null = null;
 
   /**
    * Attach to a queue the driver has set up. An invalid layout (size not a
@@ -185,8 +208,8 @@ export class Virtqueue {
    */
   available(): number {
     if (this.#broken !== null) return 0;
-    const idx = this.#guest(() => this.#memory.readU16(this.layout.avail + VIRTQ_AVAIL.IDX.offset));
-    if (idx === undefined) return 0;
+    const idx = this.#readU16(this.layout.avail + VIRTQ_AVAIL.IDX.offset);
+    if (idx < 0) return 0;
     const pending = (idx - this.#lastAvail) & 0xffff;
     if (pending > this.size) {
       this.markBroken(
@@ -202,31 +225,59 @@ export class Virtqueue {
    * queue is (or just became) broken.
    */
   pop(): DescriptorChain | null {
-    if (this.available() === 0) return null;
+    const c = this.#scratch;
+    if (!this.#take(c, false)) return null;
+    return {
+      head: c.head,
+      readable: c.readable.toBuffers(),
+      writable: c.writable.toBuffers(),
+      readableLength: c.readable.total,
+      writableLength: c.writable.total,
+    };
+  }
+
+  /**
+   * Take the next available chain, validated, into `out` (its previous
+   * contents are replaced): the same checks and effects as
+   * {@linkcode pop}, but no object per buffer, and consecutive buffers of one
+   * side that are contiguous in guest memory (within one region) come out as
+   * one range, empty ones not at all. False when there is none or the queue
+   * is (or just became) broken.
+   */
+  popInto(out: ChainBuffers): boolean {
+    return this.#take(out, true);
+  }
+
+  #take(out: ChainBuffers, merge: boolean): boolean {
+    if (this.available() === 0) return false;
     const slot = this.#lastAvail & (this.size - 1);
-    const head = this.#guest(() =>
-      this.#memory.readU16(
-        this.layout.avail + VIRTQ_AVAIL.RING.offset + VIRTQ_AVAIL.RING.size * slot,
-      )
+    const head = this.#readU16(
+      this.layout.avail + VIRTQ_AVAIL.RING.offset + VIRTQ_AVAIL.RING.size * slot,
     );
-    if (head === undefined) return null;
+    if (head < 0) return false;
     if (head >= this.size) {
       this.markBroken(
         `available ring entry ${this.#lastAvail} names descriptor ${head} >= size ${this.size}`,
       );
-      return null;
+      return false;
     }
     if (this.#inflight[head] !== 0) {
       this.markBroken(`descriptor ${head} made available again while the device still owns it`);
-      return null;
+      return false;
     }
-    const chain = this.#guest(() => this.#walk(head));
-    if (!chain) return null;
+    let ok: boolean;
+    try {
+      ok = this.#walk(head, out, merge);
+    } catch (e) {
+      this.#accessFailed(e);
+      return false;
+    }
+    if (!ok) return false;
     this.#lastAvail = (this.#lastAvail + 1) & 0xffff;
-    this.#inflight[head] = chain.writableLength + 1;
+    this.#inflight[head] = out.writable.total + 1;
     this.#inflightCount++;
     if (this.eventIdx && this.#notify) this.#writeAvailEvent();
-    return chain;
+    return true;
   }
 
   /**
@@ -254,17 +305,17 @@ export class Virtqueue {
     const elem = used + VIRTQ_USED.RING.offset +
       VIRTQ_USED.RING.size * (this.#usedIdx & (this.size - 1));
     const next = (this.#usedIdx + 1) & 0xffff;
-    const ok = this.#guest(() => {
+    try {
       this.#memory.writeU32(elem + VIRTQ_USED_ELEM.ID.offset, head);
       this.#memory.writeU32(elem + VIRTQ_USED_ELEM.LEN.offset, writtenLen);
       // x86 keeps stores in order: the element is visible before the index.
       this.#memory.writeU16(used + VIRTQ_USED.IDX.offset, next);
-      return true;
-    });
-    if (ok) {
-      this.#usedIdx = next;
-      this.#pushedSinceCheck = true;
+    } catch (e) {
+      this.#accessFailed(e);
+      return;
     }
+    this.#usedIdx = next;
+    this.#pushedSinceCheck = true;
   }
 
   /**
@@ -283,14 +334,12 @@ export class Virtqueue {
     this.#signalledValid = true;
     if (this.eventIdx) {
       const at = this.layout.avail + VIRTQ_AVAIL.RING.offset + VIRTQ_AVAIL.RING.size * this.size;
-      const event = this.#guest(() => this.#memory.readU16(at));
-      if (event === undefined) return false;
+      const event = this.#readU16(at);
+      if (event < 0) return false;
       return !valid || needEvent(event, this.#usedIdx, old);
     }
-    const flags = this.#guest(() =>
-      this.#memory.readU16(this.layout.avail + VIRTQ_AVAIL.FLAGS.offset)
-    );
-    return flags !== undefined && (flags & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+    const flags = this.#readU16(this.layout.avail + VIRTQ_AVAIL.FLAGS.offset);
+    return flags >= 0 && (flags & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
   /**
@@ -305,24 +354,17 @@ export class Virtqueue {
     if (this.eventIdx) {
       if (enabled) this.#writeAvailEvent();
     } else {
-      this.#guest(() => {
-        this.#memory.writeU16(
-          this.layout.used + VIRTQ_USED.FLAGS.offset,
-          enabled ? 0 : VIRTQ_USED_F_NO_NOTIFY,
-        );
-        return true;
-      });
+      this.#writeU16(
+        this.layout.used + VIRTQ_USED.FLAGS.offset,
+        enabled ? 0 : VIRTQ_USED_F_NO_NOTIFY,
+      );
     }
     fullFence(); // publish before the caller re-reads the available index
   }
 
   #writeAvailEvent(): void {
     const at = this.layout.used + VIRTQ_USED.RING.offset + VIRTQ_USED.RING.size * this.size;
-    const value = this.#lastAvail;
-    this.#guest(() => {
-      this.#memory.writeU16(at, value);
-      return true;
-    });
+    this.#writeU16(at, this.#lastAvail);
   }
 
   /** What is wrong with the layout, or null. */
@@ -344,17 +386,27 @@ export class Virtqueue {
     return null;
   }
 
-  /** Follow the chain starting at `head`; null (queue broken) if it is malformed. */
-  #walk(head: number): DescriptorChain | null {
-    const readable: GuestBuffer[] = [];
-    const writable: GuestBuffer[] = [];
-    let readableLength = 0, writableLength = 0;
+  /**
+   * Follow the chain starting at `head` into `out`; false (queue broken) if it
+   * is malformed. With `merge`, contiguous buffers of one side become one
+   * range and empty ones are left out; without, `out` has one entry per
+   * descriptor. Throws GuestMemoryError only when memory was closed.
+   */
+  #walk(head: number, out: ChainBuffers, merge: boolean): boolean {
+    const memory = this.#memory;
+    const readable = out.readable, writable = out.writable;
+    readable.clear();
+    writable.clear();
+    out.head = head;
+    // Buffers are checked against the region table inline (this loop runs once per descriptor);
+    // a buffer extends the previous one of its side when it follows it in the same region.
+    const regions = this.#regions();
+    let region = 0, bytes = 0;
+    let readEnd = -1, readRegion = -1, writeEnd = -1, writeRegion = -1;
     let table = this.layout.desc, tableSize = this.size, index = head, count = 0;
-    let inIndirect = false;
+    let inIndirect = false, sawWritable = false;
     // One bounds-checked view per table (not five checked reads per descriptor).
     let descs = this.#tableView(table, tableSize);
-    const where =
-      () => (inIndirect ? `indirect descriptor ${index} (chain ${head})` : `descriptor ${index}`);
     for (;;) {
       if (++count > tableSize) {
         this.markBroken(
@@ -362,7 +414,7 @@ export class Virtqueue {
             inIndirect ? " in its indirect table" : ""
           } (loop?)`,
         );
-        return null;
+        return false;
       }
       const at = VIRTQ_DESC_SIZE * index;
       const lo = descs.getUint32(at + VIRTQ_DESC.ADDR.offset, true);
@@ -384,12 +436,12 @@ export class Virtqueue {
           ? `has an indirect table of ${
             len / VIRTQ_DESC_SIZE
           } descriptors (max ${MAX_INDIRECT_DESCRIPTORS})`
-          : gpa < 0 || !this.#memory.contains(gpa, len)
+          : gpa < 0 || !memory.contains(gpa, len)
           ? `has indirect table ${hexOf(gpa, hi, lo)}+${hexOf(len)} outside guest memory`
           : null;
         if (problem) {
-          this.markBroken(`${where()} ${problem}`);
-          return null;
+          this.markBroken(`${descriptorName(head, index, inIndirect)} ${problem}`);
+          return false;
         }
         table = gpa;
         tableSize = len / VIRTQ_DESC_SIZE;
@@ -399,37 +451,57 @@ export class Virtqueue {
         inIndirect = true;
         continue;
       }
-      if (gpa < 0 || !this.#memory.contains(gpa, len)) {
-        this.markBroken(
-          `${where()} buffer ${hexOf(gpa, hi, lo)}+${hexOf(len)} is outside guest memory`,
-        );
-        return null;
+      if (!(gpa >= regions[region] && gpa + len <= regions[region + 1])) {
+        region = gpa < 0 ? -1 : findRegion(regions, gpa, len);
+        if (region < 0) {
+          this.markBroken(
+            `${descriptorName(head, index, inIndirect)} buffer ${hexOf(gpa, hi, lo)}+${
+              hexOf(len)
+            } is outside guest memory`,
+          );
+          return false;
+        }
       }
-      if (readableLength + writableLength + len > MAX_CHAIN_BYTES) {
+      bytes += len;
+      if (bytes > MAX_CHAIN_BYTES) {
         this.markBroken(`chain at descriptor ${head} is longer than ${MAX_CHAIN_BYTES} bytes`);
-        return null;
+        return false;
       }
       if (flags & VIRTQ_DESC_F.WRITE) {
-        writable.push({ gpa, len });
-        writableLength += len;
-      } else {
-        if (writable.length) {
-          this.markBroken(`${where()} is device-readable but follows a device-writable one`);
-          return null;
+        sawWritable = true;
+        if (!merge) writable.push(gpa, len);
+        else if (len > 0) {
+          if (gpa === writeEnd && region === writeRegion) writable.extendLast(len);
+          else writable.push(gpa, len);
+          writeEnd = gpa + len;
+          writeRegion = region;
         }
-        readable.push({ gpa, len });
-        readableLength += len;
+      } else if (sawWritable) {
+        this.markBroken(
+          `${
+            descriptorName(head, index, inIndirect)
+          } is device-readable but follows a device-writable one`,
+        );
+        return false;
+      } else if (!merge) readable.push(gpa, len);
+      else if (len > 0) {
+        if (gpa === readEnd && region === readRegion) readable.extendLast(len);
+        else readable.push(gpa, len);
+        readEnd = gpa + len;
+        readRegion = region;
       }
       if (!(flags & VIRTQ_DESC_F.NEXT)) break;
       if (next >= tableSize) {
         this.markBroken(
-          `${where()} links to ${next} >= ${inIndirect ? "table" : "queue"} size ${tableSize}`,
+          `${descriptorName(head, index, inIndirect)} links to ${next} >= ${
+            inIndirect ? "table" : "queue"
+          } size ${tableSize}`,
         );
-        return null;
+        return false;
       }
       index = next;
     }
-    return { head, readable, writable, readableLength, writableLength };
+    return true;
   }
 
   /** A view of a (validated) descriptor table; throws GuestMemoryError once memory is closed. */
@@ -439,17 +511,63 @@ export class Virtqueue {
   }
 
   /**
-   * Run a guest-memory access whose range was validated; a GuestMemoryError
-   * (memory closed under us) breaks the queue instead of escaping.
+   * The memory's regions as start, end pairs (rebuilt when its region list
+   * changes, e.g. to none when it is closed); regions that touch stay apart
+   * (their host memory is not contiguous).
    */
-  #guest<T>(access: () => T): T | undefined {
+  #regions(): Float64Array {
+    const regions = this.#memory.regions;
+    if (regions !== this.#regionTableOf) {
+      const table = new Float64Array(2 * regions.length);
+      regions.forEach((r, i) => {
+        table[2 * i] = r.gpa;
+        table[2 * i + 1] = r.gpa + r.bytes.length;
+      });
+      this.#regionTable = table;
+      this.#regionTableOf = regions;
+    }
+    return this.#regionTable;
+  }
+
+  /** Read a u16 at a validated ring address; -1 (queue broken) if memory was closed. */
+  #readU16(gpa: number): number {
     try {
-      return access();
+      return this.#memory.readU16(gpa);
     } catch (e) {
-      this.markBroken(`guest memory access failed: ${e instanceof Error ? e.message : String(e)}`);
-      return undefined;
+      this.#accessFailed(e);
+      return -1;
     }
   }
+
+  /** Write a u16 at a validated ring address; breaks the queue if memory was closed. */
+  #writeU16(gpa: number, value: number): void {
+    try {
+      this.#memory.writeU16(gpa, value);
+    } catch (e) {
+      this.#accessFailed(e);
+    }
+  }
+
+  /**
+   * A guest-memory access whose range was validated failed (memory closed
+   * under us): break the queue instead of letting it escape.
+   */
+  #accessFailed(e: unknown): void {
+    this.markBroken(`guest memory access failed: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** How a descriptor is named in messages. */
+function descriptorName(head: number, index: number, inIndirect: boolean): string {
+  return inIndirect ? `indirect descriptor ${index} (chain ${head})` : `descriptor ${index}`;
+}
+
+/** Index in `regions` (start, end pairs) of the region holding `[gpa, gpa+len)`, or -1. */
+function findRegion(regions: Float64Array, gpa: number, len: number): number {
+  for (let at = 0; at < regions.length; at += 2) {
+    if (gpa >= regions[at] && gpa + len <= regions[at + 1]) return at;
+  }
+  return -1;
 }
 
 const fenceCell = new Int32Array(new SharedArrayBuffer(4));

@@ -9,6 +9,7 @@ import * as fs from "node:fs";
 import { GuestMemory } from "../../kvm/guest_memory.ts";
 import { IOV_MAX, vectoredIo } from "../../devices/virtio/vectored_io.ts";
 import { ChainCursor } from "../../devices/virtio/chain_io.ts";
+import { GuestRanges } from "../../devices/virtio/guest_ranges.ts";
 import { FileBlockBackend } from "../../devices/virtio/block_file.ts";
 import { MemoryBlockBackend, readIntoGuest } from "../../devices/virtio/block_backend.ts";
 import { VIRTIO_BLK_S, VIRTIO_BLK_T, VirtioBlk } from "../../devices/virtio/blk.ts";
@@ -42,12 +43,12 @@ Deno.test("vectored io: preadvGuest scatters a file over more than IOV_MAX guest
   withFile(file, (path) => {
     const fd = fs.openSync(path, "r+");
     try {
-      assert.equal(io.preadvGuest(fd, 0, memory, ranges), file.length);
+      assert.equal(io.preadvGuest(fd, 0, memory, GuestRanges.of(ranges)), file.length);
       ranges.forEach((r, k) => {
         assert.deepEqual(memory.read(r.gpa, r.len), file.subarray(k * piece, (k + 1) * piece));
       });
       for (const r of ranges) memory.fill(r.gpa, r.len, 0xa5);
-      io.pwritevGuest(fd, 50, memory, ranges);
+      io.pwritevGuest(fd, 50, memory, GuestRanges.of(ranges));
     } finally {
       fs.closeSync(fd);
     }
@@ -63,7 +64,8 @@ Deno.test("vectored io: a read past the end of the file stops at EOF and reports
   withFile(patterned(1000), (path) => {
     const fd = fs.openSync(path, "r");
     try {
-      const n = io.preadvGuest(fd, 600, memory, [{ gpa: 0, len: 300 }, { gpa: 4096, len: 300 }]);
+      const ranges = GuestRanges.of([{ gpa: 0, len: 300 }, { gpa: 4096, len: 300 }]);
+      const n = io.preadvGuest(fd, 600, memory, ranges);
       assert.equal(n, 400);
       assert.deepEqual(memory.read(4096, 100), patterned(1000).subarray(900, 1000));
     } finally {
@@ -79,7 +81,11 @@ Deno.test("file backend: readGuest zero-fills what lies past a file that shrank 
     const backend = new FileBlockBackend(path);
     try {
       Deno.truncateSync(path, 1024 + 100);
-      backend.readGuest(1024, memory, [{ gpa: 0, len: 512 }, { gpa: 4096, len: 512 }]);
+      backend.readGuest(
+        1024,
+        memory,
+        GuestRanges.of([{ gpa: 0, len: 512 }, { gpa: 4096, len: 512 }]),
+      );
       assert.deepEqual(memory.read(0, 100), patterned(4096).subarray(1024, 1124));
       assert.ok(memory.read(100, 412).every((b) => b === 0));
       assert.ok(memory.read(4096, 512).every((b) => b === 0));
@@ -93,7 +99,8 @@ Deno.test("file backend: readGuest zero-fills what lies past a file that shrank 
 Deno.test("readIntoGuest falls back to read per range for backends without readGuest", () => {
   const memory = GuestMemory.ofSize(8192);
   const disk = new MemoryBlockBackend(patterned(2048));
-  readIntoGuest(disk, 512, memory, [{ gpa: 100, len: 512 }, { gpa: 5000, len: 1024 }]);
+  const ranges = GuestRanges.of([{ gpa: 100, len: 512 }, { gpa: 5000, len: 1024 }]);
+  readIntoGuest(disk, 512, memory, ranges);
   assert.deepEqual(memory.read(100, 512), disk.bytes.subarray(512, 1024));
   assert.deepEqual(memory.read(5000, 1024), disk.bytes.subarray(1024, 2048));
 });

@@ -200,6 +200,46 @@ Deno.test("blk: a header split across descriptors is parsed", () => {
   assert.ok(run.memory.read(DATA, 512).every((b) => b === 7));
 });
 
+Deno.test("blk: a header in two separate pieces of guest memory is parsed", () => {
+  const disk = new MemoryBlockBackend(4096);
+  disk.bytes.fill(9, 1536, 2048);
+  const run = bringUp(new VirtioBlk(disk));
+  const at = HDR + 0x100;
+  run.memory.writeU32(HDR, VIRTIO_BLK_T.IN);
+  run.memory.writeU8(HDR + 4, 0);
+  run.memory.write(at, new Uint8Array(11));
+  run.memory.writeU32(at + 3, 3); // sector 3: header bytes 8..11
+  run.queues[0].add([[HDR, 5], [at, 11]], [[DATA, 512], [STATUS_AT, 1]]);
+  run.kick(0);
+  assert.deepEqual(run.queues[0].reclaim()[0].len, 513);
+  assert.equal(run.memory.readU8(STATUS_AT), VIRTIO_BLK_S.OK);
+  assert.ok(run.memory.read(DATA, 512).every((b) => b === 9));
+});
+
+Deno.test("blk: header, data and status contiguous in guest memory are told apart", () => {
+  const disk = new MemoryBlockBackend(8192);
+  disk.bytes.fill(3, 1024, 2048);
+  const run = bringUp(new VirtioBlk(disk));
+  // IN: data and status in one run of guest memory; the status is its last byte.
+  header(run, VIRTIO_BLK_T.IN, 2n);
+  run.memory.fill(DATA, 1025, 0xee);
+  run.queues[0].add([[HDR, 16]], [[DATA, 512], [DATA + 512, 512], [DATA + 1024, 1]]);
+  run.kick(0);
+  assert.equal(run.queues[0].reclaim()[0].len, 1025);
+  assert.ok(run.memory.read(DATA, 1024).every((b) => b === 3));
+  assert.equal(run.memory.readU8(DATA + 1024), VIRTIO_BLK_S.OK);
+  // OUT: header and data in one run of guest memory.
+  header(run, VIRTIO_BLK_T.OUT, 8n);
+  run.memory.fill(HDR + 16, 512, 0x44);
+  run.memory.writeU8(STATUS_AT, 0xee);
+  run.queues[0].add([[HDR, 16], [HDR + 16, 512]], [[STATUS_AT, 1]]);
+  run.kick(0);
+  assert.equal(run.queues[0].reclaim()[0].len, 1);
+  assert.equal(run.memory.readU8(STATUS_AT), VIRTIO_BLK_S.OK);
+  assert.ok(disk.bytes.subarray(4096, 4608).every((b) => b === 0x44));
+  assert.equal(disk.bytes[4608], 0);
+});
+
 Deno.test("blk: a request without a status byte breaks the queue (NEEDS_RESET)", () => {
   const run = bringUp(new VirtioBlk(new MemoryBlockBackend(4096)));
   header(run, VIRTIO_BLK_T.IN, 0n);

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { GuestMemory } from "../../kvm/guest_memory.ts";
 import { VIRTQ_DESC_F, VIRTQ_USED_F_NO_NOTIFY } from "../../devices/virtio/spec.ts";
-import { Virtqueue, type VirtqueueOptions } from "../../devices/virtio/virtqueue.ts";
+import { ChainBuffers, Virtqueue, type VirtqueueOptions } from "../../devices/virtio/virtqueue.ts";
 import { ChainCursor } from "../../devices/virtio/chain_io.ts";
 import { layoutAt, TestDriver } from "./virtio_driver.ts";
 
@@ -371,4 +371,67 @@ Deno.test("virtqueue: closed guest memory breaks the queue instead of throwing",
   q.driver.add([], [[DATA, 1]]);
   q.memory.close();
   assertBroken(q, /guest memory is closed/);
+});
+
+Deno.test("virtqueue: popInto merges buffers contiguous in guest memory, drops empty ones, keeps sides apart", () => {
+  const { driver, queue } = rig(16);
+  const head = driver.add(
+    [[DATA, 16], [DATA + 16, 0], [DATA + 16, 100], [DATA + 0x400, 8]],
+    [[DATA + 0x1000, 0x1000], [DATA + 0x2000, 0x1000], [DATA + 0x5000, 512], [DATA + 0x5200, 1]],
+  );
+  const chain = new ChainBuffers();
+  assert.ok(queue.popInto(chain));
+  assert.equal(chain.head, head);
+  assert.deepEqual(chain.readable.toBuffers(), [{ gpa: DATA, len: 116 }, {
+    gpa: DATA + 0x400,
+    len: 8,
+  }]);
+  assert.deepEqual(chain.writable.toBuffers(), [{ gpa: DATA + 0x1000, len: 0x2000 }, {
+    gpa: DATA + 0x5000,
+    len: 513,
+  }]);
+  assert.equal(chain.readable.total, 124);
+  assert.equal(chain.writable.total, 0x2201);
+  assert.equal(queue.inflight, 1);
+  assert.equal(queue.popInto(chain), false);
+  queue.push(head, 0x2201);
+  assert.equal(driver.usedIdx(), 1);
+});
+
+Deno.test("virtqueue: popInto does not merge across a boundary between two touching memory regions", () => {
+  const memory = new GuestMemory([
+    { gpa: 0, bytes: new Uint8Array(0x8000) },
+    { gpa: 0x8000, bytes: new Uint8Array(0x8000) },
+  ]);
+  const layout = layoutAt(0x1000, 8);
+  const driver = new TestDriver(memory, layout);
+  const queue = new Virtqueue(memory, layout);
+  driver.add([[0x7000, 0x1000], [0x8000, 0x1000], [0x9000, 0x10]], [[0x4000, 1]]);
+  const chain = new ChainBuffers();
+  assert.ok(queue.popInto(chain));
+  assert.deepEqual(chain.readable.toBuffers(), [{ gpa: 0x7000, len: 0x1000 }, {
+    gpa: 0x8000,
+    len: 0x1010,
+  }]);
+});
+
+Deno.test("virtqueue: popInto breaks the queue on a malformed chain like pop", () => {
+  const { driver, queue, reasons } = rig();
+  driver.add([[MEM - 8, 16]], [[DATA, 1]]);
+  assert.equal(queue.popInto(new ChainBuffers()), false);
+  assert.equal(reasons.length, 1);
+  assert.match(reasons[0], /outside guest memory/);
+});
+
+Deno.test("virtqueue: a queue whose guest memory was closed breaks instead of throwing", () => {
+  const { memory, driver, queue, reasons } = rig();
+  const head = driver.add([[DATA, 16]], [[DATA + 0x100, 1]]);
+  const chain = new ChainBuffers();
+  assert.ok(queue.popInto(chain));
+  memory.close();
+  queue.push(head, 1);
+  assert.equal(queue.needsNotification(), false);
+  assert.equal(queue.popInto(chain), false);
+  assert.equal(reasons.length, 1);
+  assert.match(reasons[0], /guest memory access failed/);
 });
