@@ -25,7 +25,7 @@ import {
   type BlkWorkerInit,
 } from "./blk_worker_protocol.ts";
 import { FdBlockBackend } from "./fd_block_backend.ts";
-import { Virtqueue } from "./virtqueue.ts";
+import { ChainBuffers, Virtqueue } from "./virtqueue.ts";
 
 /** `struct pollfd`: int fd; short events; short revents. */
 const POLLFD = { FD: 0, EVENTS: 4, REVENTS: 6, SIZE: 8 } as const;
@@ -66,6 +66,7 @@ function run(init: BlkWorkerInit): void {
   });
   let q: Virtqueue | null = null;
   let epoch = 0;
+  const chain = new ChainBuffers();
 
   /** Apply the current command; false once told to stop. */
   const command = (): boolean => {
@@ -124,13 +125,28 @@ function run(init: BlkWorkerInit): void {
     }
   };
 
-  /** Serve every available request (stopping early for a pending command). */
+  /** A command is waiting: stop serving so it is applied soon. */
+  const commandPending = () =>
+    Atomics.load(w, BLK_WORD.CMD_SEQ) !== Atomics.load(w, BLK_WORD.ACK_SEQ);
+
+  /**
+   * Serve every available request (stopping early for a pending command),
+   * then interrupt once for the batch if the driver asks. Doorbells are
+   * suppressed while serving; re-enabling them is followed by a last look at
+   * the available ring, so a request the driver added meanwhile is not missed.
+   */
   const serve = (vq: Virtqueue) => {
     let served = 0;
-    for (let chain = vq.pop(); chain; chain = vq.pop()) {
-      serveBlkRequest(env, vq, chain);
-      served++;
-      if (Atomics.load(w, BLK_WORD.CMD_SEQ) !== Atomics.load(w, BLK_WORD.ACK_SEQ)) break;
+    vq.setNotification(false);
+    for (;;) {
+      while (vq.popInto(chain)) {
+        serveBlkRequest(env, vq, chain);
+        served++;
+        if (commandPending()) break;
+      }
+      vq.setNotification(true);
+      if (commandPending() || vq.available() === 0) break;
+      vq.setNotification(false);
     }
     if (served) Atomics.add(w, BLK_WORD.REQUESTS, served);
     if (vq.needsNotification()) interrupt();
