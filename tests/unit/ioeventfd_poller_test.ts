@@ -12,7 +12,7 @@ function signal(fd: number): void {
   libc().write(fd, new Uint8Array(new BigUint64Array([1n]).buffer), 8n);
 }
 
-function until(cond: () => boolean, ms = 5000): Promise<void> {
+function until(cond: () => boolean, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
   return new Promise((resolve, reject) => {
     const tick = () => {

@@ -189,8 +189,8 @@ Deno.test("a PCI reset resets the virtio device and disables MSI-X", () => {
   strictEqual(w.platform.registrations().length, 1, "the doorbell is served again after reset");
 });
 
-/** Resolve once `done()` holds (checked every few ms); throws after `ms`. */
-async function waitFor(done: () => boolean, what: string, ms = 5000): Promise<void> {
+/** Resolve once `done()` holds (checked every few ms); throws after `ms` (generous: the I/O worker is a new isolate, slow to start on a loaded 2-core machine). */
+async function waitFor(done: () => boolean, what: string, ms = 30_000): Promise<void> {
   const until = performance.now() + ms;
   while (!done()) {
     if (performance.now() > until) throw new Error(`timed out waiting for ${what}`);
