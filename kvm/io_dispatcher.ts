@@ -8,6 +8,7 @@
  */
 
 import type { Bus } from "../devices/bus.ts";
+import { waitAtMost } from "./atomics_wait.ts";
 import { ACCESS, DOORBELL, DOORBELL_BYTES, type VcpuChannel } from "./vcpu_channel.ts";
 
 /** Receives log lines (device errors, accesses to nothing). */
@@ -23,15 +24,16 @@ export const COALESCE_MS = 1;
 /**
  * The VMM thread's event loop ticks at least this often while it runs. Deno
  * does not reliably wake its event loop when another thread's
- * `Atomics.notify` resolves an `Atomics.waitAsync` (denoland/deno#14786): a
- * lost wake-up left a vCPU waiting for a read answer forever, and the guest
- * hung, now and then on SMP guests. A tick runs the pending resolution; the
- * idle wait also re-checks the doorbell after {@linkcode IDLE_RECHECK_MS}.
+ * `Atomics.notify` resolves an `Atomics.waitAsync` (denoland/deno#14786), and
+ * now and then such a promise never settles at all: a lost wake-up left a
+ * vCPU waiting for a read answer forever, and the guest hung (SMP guests,
+ * one boot in four to eight). So every wait also races a timer
+ * ({@linkcode waitAtMost}), and a tick keeps the loop turning.
  */
 export const EVENT_LOOP_TICK_MS = 10;
 
 /** Longest idle sleep before the doorbell is looked at again. */
-export const IDLE_RECHECK_MS = 50;
+export const IDLE_RECHECK_MS = 20;
 
 /** Counts of what the dispatcher has seen. */
 export interface DispatchStats {
@@ -136,15 +138,13 @@ export class IoDispatcher {
       busy = 0;
       // Idle: ask the next poster to wake us, then sleep unless something came in meanwhile.
       Atomics.store(bell, DOORBELL.SLEEPING, 1);
-      const wait = Atomics.waitAsync(bell, DOORBELL.COUNT, seen, IDLE_RECHECK_MS);
-      if (wait.async) await wait.value;
+      await waitAtMost(bell, DOORBELL.COUNT, seen, IDLE_RECHECK_MS);
       Atomics.store(bell, DOORBELL.SLEEPING, 0);
       // Woken by a posted write: let a few more pile up (nobody waits for them), but answer
       // a read request at once.
       const reads = Atomics.load(bell, DOORBELL.READS);
       if (!this.#readPending()) {
-        const coalesce = Atomics.waitAsync(bell, DOORBELL.READS, reads, COALESCE_MS);
-        if (coalesce.async) await coalesce.value;
+        await waitAtMost(bell, DOORBELL.READS, reads, COALESCE_MS);
       }
     }
   }

@@ -18,6 +18,7 @@
  * @module
  */
 
+import { waitAtMost } from "./atomics_wait.ts";
 import { close, EFD_CLOEXEC, EFD_NONBLOCK, eventfd, libc } from "./libc.ts";
 
 /** Most eventfds one poller serves. */
@@ -38,6 +39,8 @@ export const SLOT_STATE = { FREE: 0, ACTIVE: 1, CLOSING: 2 } as const;
 
 /** Int32 words of the header. */
 const HEADER_WORDS = 4;
+/** Longest idle wait before the bell is looked at again (see ./atomics_wait.ts). */
+const IDLE_RECHECK_MS = 50;
 
 /** Int32 index of slot `i`'s fd, state and pending words. */
 export function slotWords(i: number): { fd: number; state: number; pending: number } {
@@ -179,11 +182,10 @@ export class IoeventfdPoller {
     while (!this.#stopped) {
       const seen = Atomics.load(w, POLLER_WORD.BELL);
       this.#deliver();
-      const wait = Atomics.waitAsync(w, POLLER_WORD.BELL, seen);
       // Under a stream of kicks the bell has always moved on: still give the event loop (the
       // vCPU dispatcher, timers) a turn, or a busy device would starve everything else.
-      if (wait.async) await wait.value;
-      else await new Promise((r) => setTimeout(r, 0));
+      if (Atomics.load(w, POLLER_WORD.BELL) !== seen) await new Promise((r) => setTimeout(r, 0));
+      else await waitAtMost(w, POLLER_WORD.BELL, seen, IDLE_RECHECK_MS);
       this.stats.wakes++;
     }
   }

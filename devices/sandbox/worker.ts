@@ -17,6 +17,7 @@
  * @module
  */
 
+import { waitAtMost } from "../../kvm/atomics_wait.ts";
 import { z } from "zod";
 import "../pci_device.ts";
 import type { PciDeviceContext, PciDeviceInstance } from "../pci_device.ts";
@@ -72,7 +73,7 @@ export type AsyncEvent =
   | { readonly type: "console"; readonly inst: number; readonly bytes: Uint8Array };
 
 // Captured before any plugin code runs, so a plugin cannot swap them under us.
-const { wait, waitAsync, notify, load, store } = Atomics;
+const { wait, notify, load, store } = Atomics;
 /** The worker's global scope, as far as this module uses it. */
 const scope = globalThis as unknown as {
   postMessage(message: unknown): void;
@@ -157,8 +158,7 @@ async function serve(spinMs: number): Promise<void> {
     if (load(ctrl, CTRL.SEQ) === seq) {
       if (spinMs > 0) wait(ctrl, CTRL.SEQ, seq, spinMs);
       if (load(ctrl, CTRL.SEQ) === seq) {
-        const w = waitAsync(ctrl, CTRL.SEQ, seq);
-        if (w.async) await w.value;
+        await waitAtMost(ctrl, CTRL.SEQ, seq, 50);
       }
     }
     seq = load(ctrl, CTRL.SEQ);
