@@ -155,7 +155,9 @@ function run(init: BlkWorkerInit): void {
   Atomics.store(w, BLK_WORD.STARTED, 1);
   if (!command()) return;
   for (;;) {
-    if (c.poll(fds, 2n, -1) < 0) continue; // EINTR
+    // A bounded wait: a worker never sits in an uninterruptible FFI call, so it can always be
+    // stopped or terminated (a closed eventfd, a process exiting).
+    if (c.poll(fds, 2n, POLL_TIMEOUT_MS) < 0) continue; // EINTR
     if (pfd.getInt16(POLLFD.REVENTS, true) !== 0) {
       pfd.setInt16(POLLFD.REVENTS, 0, true);
       c.read(init.controlFd, counter, 8n);
@@ -172,6 +174,9 @@ function run(init: BlkWorkerInit): void {
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/** Longest wait in poll(2) before the worker looks at its commands again. */
+const POLL_TIMEOUT_MS = 200;
 
 self.onmessage = (event: MessageEvent<BlkWorkerInit>) => {
   const init = event.data;
