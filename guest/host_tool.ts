@@ -1,5 +1,5 @@
 /**
- * Running host tools (apt-get, dpkg-deb, xz, qemu) with errors that say what
+ * Running host tools (apt-get, dpkg-deb, busybox, qemu) with errors that say what
  * is missing and how to get it.
  *
  * @module
