@@ -284,6 +284,16 @@ export class Serial8250 implements BusDevice {
     return accepted;
   }
 
+  /** The UART's registers and queues as they stand, for a stall report (reads nothing away). */
+  describe(): string {
+    const hex = (n: number) => `0x${n.toString(16).padStart(2, "0")}`;
+    return [
+      `IER=${hex(this.#ier)} IIR=${hex(this.#iir())} LSR=${hex(this.#lsr())}`,
+      `MCR=${hex(this.#mcr)} LCR=${hex(this.#lcr)} irq=${this.#irqLevel ? 1 : 0}`,
+      `thrPending=${this.#thrPending} rxFifo=${this.#rxFifo.length} backlog=${this.#backlogLength}`,
+    ].join(" ");
+  }
+
   /** Read `data.length` byte registers starting at `offset`. */
   read(offset: number, data: Uint8Array): void {
     readBytewise(offset, data, UART_REGISTER_COUNT, (at) => this.#readRegister(at));

@@ -90,6 +90,19 @@ export class IoDispatcher {
     return n;
   }
 
+  /** The doorbell, the loop's state and each channel, for a stall report. */
+  describe(): string[] {
+    const bell = this.#bell;
+    const { accesses, unclaimed, deviceErrors } = this.stats;
+    return [
+      `dispatcher running=${this.#running} doorbell count=${Atomics.load(bell, DOORBELL.COUNT)} ` +
+      `sleeping=${Atomics.load(bell, DOORBELL.SLEEPING)} reads=${
+        Atomics.load(bell, DOORBELL.READS)
+      } accesses=${accesses} unclaimed=${unclaimed} errors=${deviceErrors}`,
+      ...this.#channels.map((c, i) => `vcpu${i}: ${c.describe()}`),
+    ];
+  }
+
   /**
    * Let port writes to `[base, base+count)` be posted (the vCPU does not wait
    * for the device). Port I/O writes are otherwise synchronous, as on x86,

@@ -136,6 +136,23 @@ export const kvmPitConfig: Layout = struct("kvm_pit_config", [["flags", "u32"], 
   15,
 ]]);
 
+/** `struct kvm_ioapic_state` (each redirection entry as the raw u64 of its C union). */
+export const kvmIoapicState: Layout = struct("kvm_ioapic_state", [
+  ["base_address", "u64"],
+  ["ioregsel", "u32"],
+  ["id", "u32"],
+  ["irr", "u32"],
+  ["pad", "u32"],
+  ["redirtbl", "u64", 24],
+]);
+
+/** `struct kvm_irqchip`, for `KVM_GET_IRQCHIP` (the PIC states are left as the union's bytes). */
+export const kvmIrqchip: Layout = struct("kvm_irqchip", [
+  ["chip_id", "u32"],
+  ["pad", "u32"],
+  ["chip", union("kvm_irqchip_chip", [["dummy", "u8", 512], ["ioapic", kvmIoapicState]])],
+]);
+
 /** `struct kvm_irq_level`. */
 export const kvmIrqLevel: Layout = struct("kvm_irq_level", [["irq", "u32"], ["level", "u32"]]);
 

@@ -205,6 +205,19 @@ export class VcpuChannel {
     return Atomics.load(this.#words, W.STATE);
   }
 
+  /** VMM: the channel's words as they stand, for a stall report. */
+  describe(): string {
+    const w = this.#words;
+    const sync = ["idle", "REQUEST", "done"][Atomics.load(w, W.SYNC)] ?? "?";
+    const at = (BigInt(w[W.SYNC_ADDR_HI] >>> 0) << 32n) | BigInt(w[W.SYNC_ADDR_LO] >>> 0);
+    const state = Object.keys(VCPU_STATE)[Atomics.load(w, W.STATE)] ?? "?";
+    const control = Object.keys(CONTROL)[Atomics.load(w, W.CONTROL)] ?? "?";
+    const counts = COUNTER_NAMES.map((n, i) => `${n}=${this.counters[i]}`).join(" ");
+    return `${state} control=${control} sync=${sync} (kind ${w[W.SYNC_KIND]} at 0x${
+      at.toString(16)
+    }) ring=${Atomics.load(w, W.HEAD) - Atomics.load(w, W.TAIL)} ${counts}`;
+  }
+
   /** VMM: ask the worker to run, pause or stop (the caller kicks it out of KVM_RUN). */
   setControl(value: number): void {
     Atomics.store(this.#words, W.CONTROL, value);

@@ -11,13 +11,16 @@ import {
   KVM,
   KVM_IOEVENTFD_FLAG,
   KVM_IRQ_ROUTING,
+  KVM_IRQCHIP,
   KVM_IRQFD_FLAG,
   KVM_PIT_SPEAKER_DUMMY,
 } from "./ioctls.ts";
 import { close, ioctl, ioctlBuf, type Mapping, mmapAnonymousAligned, munmap } from "./libc.ts";
-import { encode, encodeInto } from "./layout.ts";
+import { decodeFrom, encode, encodeInto, offsetOf } from "./layout.ts";
 import {
+  kvmIoapicState,
   kvmIoeventfd,
+  kvmIrqchip,
   kvmIrqfd,
   kvmIrqLevel,
   kvmIrqRouting,
@@ -52,6 +55,14 @@ export interface MsiMessage {
   addressHi: number;
   /** Data. */
   data: number;
+}
+
+/** The in-kernel IOAPIC's state, as `KVM_GET_IRQCHIP` reports it. */
+export interface IoapicState {
+  /** Interrupt request register: one bit per pin with a request latched. */
+  irr: number;
+  /** The 24 redirection entries (vector, delivery, mask, remote IRR, destination). */
+  redirection: bigint[];
 }
 
 /** Where an ioeventfd listens. */
@@ -145,6 +156,18 @@ export class Vm {
       encode(kvmPitConfig, { flags: KVM_PIT_SPEAKER_DUMMY }),
       "KVM_CREATE_PIT2",
     );
+  }
+
+  /** `KVM_GET_IRQCHIP` for the IOAPIC (callable from any thread, even while vCPUs run). */
+  ioapicState(): IoapicState {
+    const buf = encode(kvmIrqchip, { chip_id: KVM_IRQCHIP.IOAPIC });
+    ioctlBuf(this.fd, KVM.GET_IRQCHIP, buf, "KVM_GET_IRQCHIP");
+    const state = decodeFrom(
+      kvmIoapicState,
+      new DataView(buf.buffer),
+      offsetOf(kvmIrqchip, "chip.ioapic"),
+    );
+    return { irr: state.irr as number, redirection: state.redirtbl as bigint[] };
   }
 
   #irqLevel = encode(kvmIrqLevel, {});

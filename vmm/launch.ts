@@ -251,6 +251,9 @@ export async function runOnTerminal(config: VmConfig): Promise<MachineExit> {
   const stopOnSignal = () => machine.stop("stopped by a signal");
   Deno.addSignalListener("SIGINT", stopOnSignal);
   Deno.addSignalListener("SIGTERM", stopOnSignal);
+  // `kill -USR1 <pid>`: report where the machine stands, on stderr, and go on.
+  const describe = () => console.error(`\r\n${machine.describe().replaceAll("\n", "\r\n")}\r`);
+  Deno.addSignalListener("SIGUSR1", describe);
   try {
     return await machine.exited;
   } finally {
@@ -259,5 +262,6 @@ export async function runOnTerminal(config: VmConfig): Promise<MachineExit> {
     await api?.close();
     Deno.removeSignalListener("SIGINT", stopOnSignal);
     Deno.removeSignalListener("SIGTERM", stopOnSignal);
+    Deno.removeSignalListener("SIGUSR1", describe);
   }
 }

@@ -336,6 +336,30 @@ export class Machine {
     );
   }
 
+  /**
+   * A report of where the machine stands, for when a guest seems stuck: each
+   * vCPU's channel (state, a pending read, exit counts), the dispatcher's
+   * doorbell, COM1's registers and the IOAPIC's pending and remote-IRR bits.
+   * Two reports a moment apart tell a busy guest from a stalled one.
+   */
+  describe(): string {
+    const lines = [
+      `machine ${this.#state} up ${(this.uptimeMs / 1000).toFixed(1)} s`,
+      ...this.#dispatcher.describe(),
+      `COM1: ${this.serial.describe()}`,
+    ];
+    try {
+      const ioapic = this.vm.ioapicState();
+      const pins = ioapic.redirection.map((e, pin) => ({ e, pin }))
+        .filter(({ e }) => !(e & (1n << 16n))) // unmasked
+        .map(({ e, pin }) => `${pin}:v${Number(e & 0xffn)}${e & (1n << 14n) ? "+rirr" : ""}`);
+      lines.push(`IOAPIC irr=0x${ioapic.irr.toString(16)} unmasked ${pins.join(" ") || "none"}`);
+    } catch (e) {
+      lines.push(`IOAPIC: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    return lines.join("\n");
+  }
+
   /** Dispatcher totals. */
   ioStats(): { accesses: number; unclaimed: number; deviceErrors: number } {
     return { ...this.#dispatcher.stats };

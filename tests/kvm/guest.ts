@@ -44,8 +44,12 @@ export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<Test
     await console.waitFor(GUEST_INIT_MARKER, 180_000);
     await console.waitFor(SHELL_PROMPT, 60_000);
   } catch (e) {
+    // Two reports a second apart tell a slow guest from a stuck one.
+    const before = machine.describe();
+    await new Promise((r) => setTimeout(r, 1000));
+    const report = `${before}\n-- 1 s later --\n${machine.describe()}`;
     await machine.stop();
-    throw e;
+    throw new Error(`${e instanceof Error ? e.message : e}\n${report}`, { cause: e });
   }
   return { machine, console, log };
 }

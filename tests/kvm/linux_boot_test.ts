@@ -58,6 +58,12 @@ Deno.test("--cpus 4 brings 4 CPUs online", async () => {
   const { machine, console } = await bootShell({ cpus: 4 });
   strictEqual((await console.run("cat /sys/devices/system/cpu/online")).output.trim(), "0-3");
   strictEqual((await console.run("nproc")).output.trim(), "4");
+  // The stall report sees every running vCPU, COM1 with its interrupts on, and the IOAPIC's
+  // COM1 pin (4) unmasked with a vector.
+  const report = machine.describe();
+  for (let i = 0; i < 4; i++) match(report, new RegExp(`^vcpu${i}: RUNNING control=RUN`, "m"));
+  match(report, /^COM1: IER=0x0[1-7] .* MCR=0x0[89a-f] /m);
+  match(report, /^IOAPIC irr=0x[0-9a-f]+ unmasked .*\b4:v\d+/m);
   await console.write("poweroff -f\n");
   strictEqual((await waitExit(machine)).status, 0);
 });
