@@ -16,6 +16,7 @@
 
 // Only what parsing needs is imported up front; each command imports its own modules when it
 // runs, so `dvmm run` does not pay (in start-up time) for the lab, the demo or the control client.
+import "./vmm/zod_jitless.ts"; // before any schema is built
 import { Command } from "@commander-js/extra-typings";
 import { formatError, parseCount, UsageError } from "./vmm/cli_errors.ts";
 import { addVmFlags, usageExitCode, vmConfigFromFlags } from "./vmm/cli_flags.ts";

@@ -16,6 +16,8 @@
  * @module
  */
 
+import "./vmm/zod_jitless.ts"; // before any schema is built
+
 export { startVm, type StartVmOptions, Vm, type VmExit } from "./vmm/api.ts";
 export {
   ConfigError,

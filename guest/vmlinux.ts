@@ -20,6 +20,7 @@ import { type Compression, decompress, detectCompression } from "./decompress.ts
 import { HDRS_MAGIC, readHeaderField, SETUP_HEADER } from "../x86/bzimage.ts";
 import { dropZeroPages, isElf } from "../x86/elf_kernel.ts";
 import { mapFile } from "../kvm/libc.ts";
+import { readExactly } from "./read_exactly.ts";
 
 /** Where the compressed kernel is inside a bzImage, and its format. */
 export interface BzImagePayload {
@@ -85,11 +86,18 @@ export async function vmlinuxCachePath(
   image: Uint8Array,
   cacheDir = dvmmCacheDir(),
 ): Promise<string> {
-  const digest = new Uint8Array(
-    await crypto.subtle.digest("SHA-256", image as Uint8Array<ArrayBuffer>),
-  );
-  const hex = Array.from(digest.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${cacheDir}/vmlinux/${hex}.boot.elf`;
+  return `${cacheDir}/vmlinux/${await sha256Hex(image)}.boot.elf`;
+}
+
+/**
+ * What identifies a file's contents without reading them: its absolute path,
+ * size, and modification and change times (`info` is a `stat` of the open
+ * file). Not the inode: the lab's 9p share renumbers those. Replacing or
+ * rewriting a file changes its ctime. Undefined where the platform gives no times.
+ */
+export function fileIdentity(absolutePath: string, info: Deno.FileInfo): string | undefined {
+  if (!info.mtime || !info.ctime) return undefined;
+  return [absolutePath, info.size, info.mtime.getTime(), info.ctime.getTime()].join(":");
 }
 
 /** A vmlinux from the cache. */
@@ -100,6 +108,21 @@ export interface CachedVmlinux {
   readonly path: string;
   /** Release the bytes. */
   close(): void;
+}
+
+/** Options for {@linkcode cachedVmlinux}. */
+export interface CachedVmlinuxOptions {
+  /** Name of the image in messages. */
+  what?: string;
+  /** Cache directory (default {@linkcode dvmmCacheDir}). */
+  cacheDir?: string;
+  /**
+   * {@linkcode fileIdentity} of the file the image was read from, taken
+   * before reading it. A boot of the same file then finds its kernel through
+   * `<cache>/vmlinux/by-file/` without hashing the image (a quarter second
+   * under nested virtualization); a file changed since has another identity.
+   */
+  identity?: string;
 }
 
 /**
@@ -114,20 +137,27 @@ export interface CachedVmlinux {
  */
 export async function cachedVmlinux(
   image: Uint8Array,
-  opts: { what?: string; cacheDir?: string } = {},
+  opts: CachedVmlinuxOptions = {},
 ): Promise<CachedVmlinux | undefined> {
-  const path = await vmlinuxCachePath(image, opts.cacheDir);
-  try {
-    const mapped = mapFile(path, (await Deno.stat(path)).size);
-    if (isElf(mapped.bytes)) return { elf: mapped.bytes, path, close: () => mapped.close() };
-    mapped.close();
-  } catch {
-    // not cached yet
+  const dir = `${opts.cacheDir ?? dvmmCacheDir()}/vmlinux`;
+  const index = opts.identity ? `${dir}/by-file/${await sha256Hex(opts.identity)}` : undefined;
+  if (index) {
+    const name = await Deno.readTextFile(index).catch(() => "");
+    const hit = /^[0-9a-f]{32}$/.test(name) ? mapCached(`${dir}/${name}.boot.elf`) : undefined;
+    if (hit) return hit;
+  }
+  const digest = await sha256Hex(image);
+  const path = `${dir}/${digest}.boot.elf`;
+  const remember = () => index && writeAtomically(index, new TextEncoder().encode(digest));
+  const hit = mapCached(path);
+  if (hit) {
+    await remember();
+    return hit;
   }
   const tmp = `${path}.${crypto.randomUUID()}.tmp`;
   let file: Deno.FsFile;
   try {
-    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    await Deno.mkdir(dir, { recursive: true });
     file = await Deno.open(tmp, { write: true, createNew: true });
   } catch {
     return undefined;
@@ -138,7 +168,43 @@ export async function cachedVmlinux(
     path,
     async () => dropZeroPages(await decompressVmlinux(image, opts.what)),
   );
+  await remember();
   return { elf, path, close() {} };
+}
+
+/** The cached ELF at `path`, mapped (and read ahead in one go); undefined if there is none. */
+function mapCached(path: string): CachedVmlinux | undefined {
+  try {
+    const mapped = mapFile(path, Deno.statSync(path).size);
+    if (isElf(mapped.bytes)) return { elf: mapped.bytes, path, close: () => mapped.close() };
+    mapped.close();
+  } catch {
+    // not cached
+  }
+  return undefined;
+}
+
+/** Store `bytes` at `path` through a temporary file and a rename; best effort (false on failure). */
+async function writeAtomically(path: string, bytes: Uint8Array): Promise<boolean> {
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  try {
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    await Deno.writeFile(tmp, bytes);
+    await Deno.rename(tmp, path);
+    return true;
+  } catch {
+    await Deno.remove(tmp).catch(() => {});
+    return false;
+  }
+}
+
+/** The first 16 bytes of the SHA-256 of `data` (a string as UTF-8), in hex. */
+async function sha256Hex(data: Uint8Array | string): Promise<string> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>),
+  );
+  return Array.from(digest.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /**
@@ -147,7 +213,8 @@ export async function cachedVmlinux(
  * cached file, or undefined when the cache cannot be written.
  */
 export async function fillKernelCache(bzImagePath: string): Promise<string | undefined> {
-  const cached = await cachedVmlinux(await Deno.readFile(bzImagePath), { what: bzImagePath });
+  const { bytes, identity } = await readFileWithIdentity(bzImagePath);
+  const cached = await cachedVmlinux(bytes, { what: bzImagePath, identity });
   cached?.close();
   return cached?.path;
 }
@@ -170,6 +237,15 @@ export async function ensureVmlinux(kernel: KernelAssets): Promise<string> {
   const file = await Deno.open(tmp, { write: true, createNew: true });
   await storeAs(file, tmp, path, () => extractVmlinux(kernel.vmlinuz));
   return path;
+}
+
+/** A file's bytes and its {@linkcode fileIdentity} (taken on the open file, before reading). */
+export async function readFileWithIdentity(
+  path: string,
+): Promise<{ bytes: Uint8Array; identity?: string }> {
+  const absolute = await Deno.realPath(path);
+  const { bytes, info } = await readExactly(absolute);
+  return { bytes, identity: info && fileIdentity(absolute, info) };
 }
 
 /** Write what `make` returns to `file` (opened at `tmp`), sync it, and rename it to `path`. */

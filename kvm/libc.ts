@@ -88,7 +88,8 @@ export const PROT_READ = 1,
   MAP_SHARED = 1,
   MAP_PRIVATE = 2,
   MAP_ANONYMOUS = 0x20,
-  MAP_NORESERVE = 0x4000;
+  MAP_NORESERVE = 0x4000,
+  MAP_POPULATE = 0x8000;
 /** `madvise` advice: back with transparent huge pages. */
 export const MADV_HUGEPAGE = 14;
 /** eventfd flags. */
@@ -174,14 +175,17 @@ export interface MappedFile {
  * Map the regular file at `path` read-only (`MAP_PRIVATE`). Much cheaper
  * than `Deno.readFile` for large inputs that are only copied elsewhere (a
  * kernel or initrd into guest memory): no read buffer, no copy, and pages
- * come straight from the page cache. Throws {@linkcode OsError}.
+ * come straight from the page cache. The mapping is populated up front
+ * (`MAP_POPULATE`, with the kernel's read-ahead): faulting 7,700 pages in one
+ * by one made copying a 31 MB kernel five times slower in the lab. Throws
+ * {@linkcode OsError}.
  */
 export function mapFile(path: string, size: number): MappedFile {
   if (size === 0) return { bytes: new Uint8Array(0), close() {} };
   const fd = open(path, O_RDONLY | O_CLOEXEC);
   let m: Mapping;
   try {
-    m = mmap(size, PROT_READ, MAP_PRIVATE, fd);
+    m = mmap(size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd);
   } finally {
     close(fd);
   }

@@ -8,20 +8,17 @@
  * @module
  */
 
-import { DeviceRegistry } from "../devices/registry.ts";
+// What only some launches need (the default guest, device plugins, the control socket) is
+// imported when needed: a launch pays its start-up time only for what it uses.
+import type { DeviceRegistry } from "../devices/registry.ts";
 import { consoleLogger, type Logger } from "../devices/logger.ts";
-import { ensureKernel } from "../guest/debian_kernel.ts";
-import { ensureGuestInitramfs } from "../guest/initramfs.ts";
 import { Machine, type MachineDevice, type MachineExit } from "./machine.ts";
 import { OutputBatcher, pumpStdin } from "./host_console.ts";
-import { registerBuiltinDevices } from "../devices/builtin.ts";
 import type { VmConfig } from "./config.ts";
 import { UsageError } from "./cli_errors.ts";
-import { type CachedVmlinux, cachedVmlinux } from "../guest/vmlinux.ts";
+import { type CachedVmlinux, cachedVmlinux, readFileWithIdentity } from "../guest/vmlinux.ts";
 import { BzImageError, parseBzImage } from "../x86/bzimage.ts";
 import { LoadError } from "../x86/loader.ts";
-import { openControlSocket } from "./control_socket.ts";
-import { machineControlTarget } from "./vm_control.ts";
 
 /** What to boot. */
 export interface LaunchOptions {
@@ -63,10 +60,16 @@ export class LaunchError extends UsageError {
   }
 }
 
-/** Read a file the user named, with a one-line error naming the flag. */
-export async function readUserFile(path: string, what: string): Promise<Uint8Array> {
+/**
+ * Read a file the user named, with a one-line error naming the flag; with the
+ * file's identity (for the kernel cache, see guest/vmlinux.ts).
+ */
+export async function readUserFile(
+  path: string,
+  what: string,
+): Promise<{ bytes: Uint8Array; identity?: string }> {
   try {
-    return await readExactly(path);
+    return await readFileWithIdentity(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new LaunchError(`${what}: file not found: ${path}`);
@@ -81,52 +84,55 @@ export async function readUserFile(path: string, what: string): Promise<Uint8Arr
   }
 }
 
-/**
- * A file's bytes, read into a buffer of its size (about twice as fast as
- * `Deno.readFile`, which grows its buffer, for a kernel or an initrd).
- */
-async function readExactly(path: string): Promise<Uint8Array> {
-  using file = await Deno.open(path);
-  const { size, isFile } = await file.stat();
-  if (!isFile) return await Deno.readFile(path); // a pipe or device: size unknown
-  const bytes = new Uint8Array(size);
-  let at = 0;
-  while (at < size) {
-    const n = await file.read(bytes.subarray(at));
-    if (n === null) break;
-    at += n;
-  }
-  return bytes.subarray(0, at);
+/** The kernel and initrd to boot, defaults applied. */
+export interface GuestFiles {
+  /** bzImage bytes. */
+  kernel: Uint8Array;
+  /** The kernel file's identity, when read from a file (guest/vmlinux.ts `fileIdentity`). */
+  kernelIdentity?: string;
+  /** initramfs bytes. */
+  initrd?: Uint8Array;
 }
 
 /** The kernel and initrd bytes to boot, defaults applied. */
 export async function resolveGuest(
   opts: Pick<LaunchOptions, "kernel" | "initrd">,
-): Promise<{ kernel: Uint8Array; initrd?: Uint8Array }> {
-  if (opts.kernel) {
-    return {
-      kernel: await readUserFile(opts.kernel, "kernel"),
-      initrd: opts.initrd ? await readUserFile(opts.initrd, "initrd") : undefined,
-    };
+): Promise<GuestFiles> {
+  let kernelPath = opts.kernel, initrdPath = opts.initrd;
+  if (!kernelPath) {
+    const { ensureKernel } = await import("../guest/debian_kernel.ts");
+    const { ensureGuestInitramfs } = await import("../guest/initramfs.ts");
+    const assets = await ensureKernel();
+    kernelPath = assets.vmlinuz;
+    initrdPath ??= await ensureGuestInitramfs({ kernel: assets });
   }
-  const assets = await ensureKernel();
-  const initrd = opts.initrd ?? await ensureGuestInitramfs({ kernel: assets });
+  const kernel = await readUserFile(kernelPath, "kernel");
   return {
-    kernel: await readUserFile(assets.vmlinuz, "kernel"),
-    initrd: await readUserFile(initrd, "initrd"),
+    kernel: kernel.bytes,
+    kernelIdentity: kernel.identity,
+    initrd: initrdPath ? (await readUserFile(initrdPath, "initrd")).bytes : undefined,
   };
 }
 
+/** A device registry with the built-in plugins registered (loaded on first use). */
+export async function builtinRegistry(): Promise<DeviceRegistry> {
+  const { DeviceRegistry } = await import("../devices/registry.ts");
+  const { registerBuiltinDevices } = await import("../devices/builtin.ts");
+  return registerBuiltinDevices(new DeviceRegistry());
+}
+
 /**
- * Load the device plugins named in `specs` through a registry with the
- * built-ins: user plugins sandboxed unless `trusted`. Call `registry.close()`
- * when the machine ends (it terminates the sandbox workers).
+ * Load the device plugins named in `specs` through `registry` (default
+ * {@linkcode builtinRegistry}): user plugins sandboxed unless `trusted`. Call
+ * `registry.close()` when the machine ends (it terminates the sandbox workers).
  */
 export async function loadDevices(
   specs: LaunchOptions["devices"],
-  registry: DeviceRegistry = registerBuiltinDevices(new DeviceRegistry()),
+  registry?: DeviceRegistry,
   sandbox: { read?: string[]; log?: Logger } = {},
 ): Promise<MachineDevice[]> {
+  if (!specs?.length) return [];
+  registry ??= await builtinRegistry();
   const out: MachineDevice[] = [];
   for (const d of specs ?? []) {
     const p = d.trusted
@@ -153,8 +159,8 @@ export async function createMachine(
     }
     throw e;
   }
-  const vmlinux = opts.kernelCache === false ? undefined : await vmlinuxOf(guest.kernel, log);
-  const registry = registerBuiltinDevices(new DeviceRegistry());
+  const vmlinux = opts.kernelCache === false ? undefined : await vmlinuxOf(guest, log);
+  const registry = opts.devices?.length ? await builtinRegistry() : undefined;
   try {
     const devices = await loadDevices(opts.devices, registry, { read: opts.pluginRead, log });
     const machine = await Machine.create({
@@ -168,10 +174,10 @@ export async function createMachine(
       serialOutput,
       log,
     });
-    machine.exited.finally(() => registry.close());
+    machine.exited.finally(() => registry?.close());
     return machine;
   } catch (e) {
-    registry.close();
+    registry?.close();
     if (e instanceof LoadError) throw new LaunchError(e.message);
     throw e;
   } finally {
@@ -180,9 +186,9 @@ export async function createMachine(
 }
 
 /** The cached vmlinux of a bzImage; undefined (boot the bzImage itself) when it cannot be had. */
-async function vmlinuxOf(kernel: Uint8Array, log: Logger): Promise<CachedVmlinux | undefined> {
+async function vmlinuxOf(guest: GuestFiles, log: Logger): Promise<CachedVmlinux | undefined> {
   try {
-    const cached = await cachedVmlinux(kernel);
+    const cached = await cachedVmlinux(guest.kernel, { identity: guest.kernelIdentity });
     log.debug(
       cached ? `kernel: booting the vmlinux cached at ${cached.path}` : "kernel: no writable cache",
     );
@@ -229,6 +235,13 @@ export function launchOptionsFromConfig(config: VmConfig): LaunchOptions {
   };
 }
 
+/** Open the control socket of `machine` at `path`. */
+async function openApi(machine: Machine, name: string, path: string) {
+  const { openControlSocket } = await import("./control_socket.ts");
+  const { machineControlTarget } = await import("./vm_control.ts");
+  return await openControlSocket({ name, path, target: machineControlTarget(machine, name) });
+}
+
 /**
  * Run a guest on the host terminal until it ends, with its control socket
  * open (unless disabled) while it runs.
@@ -237,11 +250,7 @@ export async function runOnTerminal(config: VmConfig): Promise<MachineExit> {
   const out = new OutputBatcher();
   const machine = await createMachine(launchOptionsFromConfig(config), (b) => out.push(b));
   const api = config.api.enabled && config.api.socket
-    ? await openControlSocket({
-      name: config.name,
-      path: config.api.socket,
-      target: machineControlTarget(machine, config.name),
-    }).catch(async (e) => {
+    ? await openApi(machine, config.name, config.api.socket).catch(async (e) => {
       await machine.stop();
       throw e;
     })

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import { ensureKernel, KernelError } from "../../guest/debian_kernel.ts";
-import { bzImagePayload, cachedVmlinux, extractVmlinux } from "../../guest/vmlinux.ts";
+import {
+  bzImagePayload,
+  cachedVmlinux,
+  extractVmlinux,
+  readFileWithIdentity,
+} from "../../guest/vmlinux.ts";
 import { SETUP_HEADER } from "../../x86/bzimage.ts";
 import { dropZeroPages, parseElfKernel } from "../../x86/elf_kernel.ts";
 import { fakeVmlinux } from "./x86_fake_vmlinux.ts";
@@ -91,6 +96,34 @@ Deno.test("a bzImage's vmlinux is decompressed once into the cache, keyed by the
     const other = await cachedVmlinux(fakeBzImage(gzipSync(elf), 2), { cacheDir: dir });
     assert.notEqual(other?.path, first.path);
     assert.deepEqual([...Deno.readDirSync(`${dir}/vmlinux`)].length, 2, "no temp files left");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a kernel file boots again through its identity, without hashing; a changed file is hashed anew", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const elf = fakeVmlinux(0x100_0000, [{ paddr: 0x100_0000, bytes: new Uint8Array(64).fill(7) }]);
+    const kernel = `${dir}/bzImage`;
+    await Deno.writeFile(kernel, fakeBzImage(gzipSync(elf)));
+    const read = await readFileWithIdentity(kernel);
+    assert.ok(read.identity?.startsWith(`${await Deno.realPath(kernel)}:`));
+    const first = await cachedVmlinux(read.bytes, { cacheDir: dir, identity: read.identity });
+    first?.close();
+    assert.equal([...Deno.readDirSync(`${dir}/vmlinux/by-file`)].length, 1);
+    // Same identity: the index answers, the bytes are not even looked at.
+    const hit = await cachedVmlinux(new Uint8Array(16), { cacheDir: dir, identity: read.identity });
+    assert.equal(hit?.path, first?.path);
+    hit?.close();
+    // The file rewritten (another kernel): another identity, so its own bytes decide.
+    await new Promise((r) => setTimeout(r, 20));
+    await Deno.writeFile(kernel, fakeBzImage(gzipSync(elf), 2));
+    const again = await readFileWithIdentity(kernel);
+    assert.notEqual(again.identity, read.identity);
+    const other = await cachedVmlinux(again.bytes, { cacheDir: dir, identity: again.identity });
+    assert.notEqual(other?.path, first?.path);
+    other?.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
