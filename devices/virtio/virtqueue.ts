@@ -109,6 +109,24 @@ export const MAX_CHAIN_BYTES = 0xffff_ffff;
 /** Largest indirect table, in descriptors (the largest queue size). */
 export const MAX_INDIRECT_DESCRIPTORS = MAX_QUEUE_SIZE;
 
+/**
+ * A descriptor (`struct virtq_desc`: addr u64, len u32, flags u16, next u16)
+ * as four 32-bit words on a little-endian host (x86-64, as everything dvmm
+ * drives): typed-array loads walk a chain several times faster than DataView
+ * reads.
+ */
+const DESC_WORD = {
+  ADDR_LO: VIRTQ_DESC.ADDR.offset / 4,
+  ADDR_HI: VIRTQ_DESC.ADDR.offset / 4 + 1,
+  LEN: VIRTQ_DESC.LEN.offset / 4,
+  /** flags in the low half, next in the high half. */
+  FLAGS_NEXT: VIRTQ_DESC.FLAGS.offset / 4,
+} as const;
+const DESC_WORDS = VIRTQ_DESC_SIZE / 4;
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+  throw new Error("virtqueue: dvmm reads descriptors as little-endian words (x86-64 hosts)");
+}
+
 /** Device side of one split virtqueue. */
 export class Virtqueue {
   /** Queue size (number of descriptors). */
@@ -405,8 +423,8 @@ export class Virtqueue {
     let readEnd = -1, readRegion = -1, writeEnd = -1, writeRegion = -1;
     let table = this.layout.desc, tableSize = this.size, index = head, count = 0;
     let inIndirect = false, sawWritable = false;
-    // One bounds-checked view per table (not five checked reads per descriptor).
-    let descs = this.#tableView(table, tableSize);
+    // One bounds-checked view per table (not five checked reads per descriptor), as 32-bit words.
+    let descs = this.#tableWords(table, tableSize);
     for (;;) {
       if (++count > tableSize) {
         this.markBroken(
@@ -416,12 +434,12 @@ export class Virtqueue {
         );
         return false;
       }
-      const at = VIRTQ_DESC_SIZE * index;
-      const lo = descs.getUint32(at + VIRTQ_DESC.ADDR.offset, true);
-      const hi = descs.getUint32(at + VIRTQ_DESC.ADDR.offset + 4, true);
-      const len = descs.getUint32(at + VIRTQ_DESC.LEN.offset, true);
-      const flags = descs.getUint16(at + VIRTQ_DESC.FLAGS.offset, true);
-      const next = descs.getUint16(at + VIRTQ_DESC.NEXT.offset, true);
+      const at = DESC_WORDS * index;
+      const lo = descs[at + DESC_WORD.ADDR_LO];
+      const hi = descs[at + DESC_WORD.ADDR_HI];
+      const len = descs[at + DESC_WORD.LEN];
+      const flagsNext = descs[at + DESC_WORD.FLAGS_NEXT];
+      const flags = flagsNext & 0xffff, next = flagsNext >>> 16;
       const gpa = hi < 0x20_0000 ? hi * 0x1_0000_0000 + lo : -1; // -1: beyond 2^53
       if (flags & VIRTQ_DESC_F.INDIRECT) {
         const problem = !this.indirect
@@ -445,7 +463,7 @@ export class Virtqueue {
         }
         table = gpa;
         tableSize = len / VIRTQ_DESC_SIZE;
-        descs = this.#tableView(table, tableSize);
+        descs = this.#tableWords(table, tableSize);
         index = 0;
         count = 0;
         inIndirect = true;
@@ -505,9 +523,19 @@ export class Virtqueue {
   }
 
   /** A view of a (validated) descriptor table; throws GuestMemoryError once memory is closed. */
-  #tableView(table: number, entries: number): DataView {
+  /**
+   * The descriptor table at `table` as little-endian 32-bit words (see
+   * {@linkcode DESC_WORD}): a view of guest memory, or for a table that is not
+   * 4-byte aligned (a guest may place an indirect table anywhere) a copy.
+   */
+  #tableWords(table: number, entries: number): Uint32Array {
     const bytes = this.#memory.slice(table, entries * VIRTQ_DESC_SIZE);
-    return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (bytes.byteOffset % 4 === 0) {
+      return new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    }
+    const copy = new Uint32Array(bytes.byteLength / 4);
+    new Uint8Array(copy.buffer).set(bytes);
+    return copy;
   }
 
   /**

@@ -83,6 +83,20 @@ Deno.test("virtqueue: an indirect chain is followed and its buffers returned", (
   assert.equal(queue.isBroken, false);
 });
 
+Deno.test("virtqueue: an indirect table at an address that is not 4-byte aligned is read right", () => {
+  const { driver, queue } = rig();
+  const head = driver.indirectChain(0x4002, [[DATA, 16]], [[DATA + 0x100, 200], [DATA + 0x400, 1]]);
+  driver.publish(head);
+  const chains = new ChainBuffers();
+  assert.equal(queue.popInto(chains), true);
+  assert.deepEqual(chains.readable.toBuffers(), [{ gpa: DATA, len: 16 }]);
+  assert.deepEqual(chains.writable.toBuffers(), [{ gpa: DATA + 0x100, len: 200 }, {
+    gpa: DATA + 0x400,
+    len: 1,
+  }]);
+  assert.equal(queue.isBroken, false);
+});
+
 Deno.test("virtqueue: a direct prefix may end in an indirect descriptor", () => {
   const { driver, queue, layout } = rig();
   driver.writeDesc(0x4000, 0, DATA + 0x100, 8, VIRTQ_DESC_F.WRITE, 0);
