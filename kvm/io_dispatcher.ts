@@ -9,7 +9,13 @@
 
 import type { Bus } from "../devices/bus.ts";
 import { waitAtMost } from "./atomics_wait.ts";
-import { ACCESS, DOORBELL, DOORBELL_BYTES, type VcpuChannel } from "./vcpu_channel.ts";
+import {
+  ACCESS,
+  DOORBELL,
+  DOORBELL_BYTES,
+  drainPostedInOrder,
+  type VcpuChannel,
+} from "./vcpu_channel.ts";
 
 /** Receives log lines (device errors, accesses to nothing). */
 export type Logger = (line: string) => void;
@@ -78,14 +84,14 @@ export class IoDispatcher {
 
   /**
    * Apply everything pending on every channel now. Returns how many accesses
-   * were handled. Every vCPU's posted writes go before any synchronous
+   * were handled. Posted writes are applied in the order the guest made them
+   * across vCPUs, and every vCPU's posted writes go before any synchronous
    * access seen at the start: a guest that posts a write on one vCPU, then
    * (under a lock, say) reads on another, must see its write applied.
    */
   drain(): number {
     const pending = this.#channels.filter((c) => c.readPending());
-    let n = 0;
-    for (const c of this.#channels) n += c.drainPosted(this.#handle);
+    let n = drainPostedInOrder(this.#channels, this.#handle);
     for (const c of pending) n += c.completeRequest(this.#handle);
     return n;
   }

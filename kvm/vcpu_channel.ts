@@ -4,7 +4,10 @@
  *
  * - Writes (PIO OUT, MMIO write) are *posted*, as on PCI: the worker appends
  *   them to a ring and re-enters KVM_RUN at once; the VMM thread applies them
- *   in order.
+ *   in the order the guest made them, across vCPUs too: each write takes a
+ *   ticket from the VM's doorbell before the vCPU goes on, and the rings are
+ *   merged by ticket ({@linkcode drainPostedInOrder}). A guest that writes a
+ *   register on one vCPU, then (under a lock) on another, gets its last write.
  * - Reads (PIO IN, MMIO read) are *synchronous*: the worker publishes one
  *   request and blocks in `Atomics.wait` until the VMM thread, having first
  *   applied every posted write before it, answers.
@@ -55,7 +58,7 @@ const SYNC_DATA = 40;
 const COUNTERS = 64;
 /** Byte offset of the ring. */
 const RING = 128;
-/** Ring entry: u32 kind|size<<8, u32 addr lo, u32 addr hi, u32 pad, 8 data bytes. */
+/** Ring entry: u32 kind|size<<8, u32 addr lo, u32 addr hi, u32 ticket, 8 data bytes. */
 const ENTRY = 16 + 8;
 /** Ring capacity in entries (a power of two). */
 export const RING_ENTRIES = 1024;
@@ -72,21 +75,56 @@ export const CHANNEL_BYTES = RING + RING_ENTRIES * ENTRY;
  *   poster to see it clears it and pays for the one wake-up, later posts are
  *   free until the VMM thread sleeps again;
  * - READS is bumped and always notified on a read request, which the VMM
- *   thread must answer at once even while it lets posted writes pile up.
+ *   thread must answer at once even while it lets posted writes pile up;
+ * - TICKET hands out the VM-wide order of posted writes (wrapping 32-bit).
  */
-export const DOORBELL = { COUNT: 0, SLEEPING: 1, READS: 2 } as const;
+export const DOORBELL = { COUNT: 0, SLEEPING: 1, READS: 2, TICKET: 3 } as const;
 
 /** Bytes of a doorbell. */
-export const DOORBELL_BYTES = 12;
+export const DOORBELL_BYTES = 16;
 
 /** A guest access as the VMM thread receives it. `data` is only valid during the call. */
 export type AccessHandler = (kind: number, address: bigint, data: Uint8Array) => void;
+
+/**
+ * VMM: apply every published posted write of `channels` in the VM-wide order
+ * of their tickets (a merge of the per-vCPU rings). Returns how many.
+ *
+ * A write still being published when the drain starts waits for the next
+ * one, even if its ticket is older: its vCPU has not gone past it yet, so the
+ * guest cannot have ordered anything after it.
+ */
+export function drainPostedInOrder(
+  channels: readonly VcpuChannel[],
+  handle: AccessHandler,
+): number {
+  if (channels.length === 1) return channels[0].drainPosted(handle);
+  const limits = channels.map((c) => c.postedLimit());
+  let n = 0;
+  for (;; n++) {
+    let next = -1, ticket = 0;
+    for (let i = 0; i < channels.length; i++) {
+      if (!channels[i].hasPosted(limits[i])) continue;
+      const t = channels[i].nextTicket();
+      if (next < 0 || ((t - ticket) | 0) < 0) { // wrap-aware "t is older"
+        next = i;
+        ticket = t;
+      }
+    }
+    if (next < 0) break;
+    channels[next].applyPosted(handle);
+  }
+  for (const c of channels) c.releasePosted();
+  return n;
+}
 
 /** Both ends of a vCPU channel over one SharedArrayBuffer. */
 export class VcpuChannel {
   readonly #words: Int32Array;
   readonly #bytes: Uint8Array;
   readonly #doorbell: Int32Array;
+  /** VMM side: ring position after the last applied, not yet released write. */
+  #applied: number | null = null;
   /** Exit counters (see {@linkcode COUNTER}). */
   readonly counters: Float64Array;
 
@@ -126,6 +164,9 @@ export class VcpuChannel {
     w[e] = kind | (size << 8);
     w[e + 1] = lo;
     w[e + 2] = hi;
+    // Taken while the vCPU is stopped on this write: any write the guest makes after it (on any
+    // vCPU) gets a later ticket.
+    w[e + 3] = Atomics.add(this.#doorbell, DOORBELL.TICKET, 1);
     const bytes = this.#bytes;
     for (let i = 0; i < size; i++) bytes[at + 16 + i] = src[offset + i];
     Atomics.store(w, W.HEAD, head + 1);
@@ -230,26 +271,52 @@ export class VcpuChannel {
     return this.drainPosted(handle) + (pending ? this.completeRequest(handle) : 0);
   }
 
-  /** VMM: apply every posted write, in order. Returns how many. */
+  /** VMM: apply every posted write of this channel, in order. Returns how many. */
   drainPosted(handle: AccessHandler): number {
-    const w = this.#words;
-    let tail = w[W.TAIL];
-    const head = Atomics.load(w, W.HEAD);
     let n = 0;
-    while (tail !== head) {
-      const at = RING + (tail & (RING_ENTRIES - 1)) * ENTRY;
-      const e = at >> 2;
-      const kind = w[e] & 0xff, size = (w[e] >> 8) & 0xff;
-      const address = (BigInt(w[e + 2] >>> 0) << 32n) | BigInt(w[e + 1] >>> 0);
-      handle(kind, address, this.#bytes.subarray(at + 16, at + 16 + size));
-      tail++;
-      n++;
-    }
-    if (n) {
-      Atomics.store(w, W.TAIL, tail);
-      Atomics.notify(w, W.TAIL);
-    }
+    for (const limit = this.postedLimit(); this.hasPosted(limit); n++) this.applyPosted(handle);
+    this.releasePosted();
     return n;
+  }
+
+  /** VMM: the ring position up to which posted writes are published now. */
+  postedLimit(): number {
+    return Atomics.load(this.#words, W.HEAD);
+  }
+
+  /** VMM: is a posted write waiting before `limit` (from {@linkcode postedLimit})? */
+  hasPosted(limit: number): boolean {
+    return this.#drainTail() !== limit;
+  }
+
+  /** VMM: the ticket of the next posted write (call only when {@linkcode hasPosted}). */
+  nextTicket(): number {
+    return this.#words[((RING + (this.#drainTail() & (RING_ENTRIES - 1)) * ENTRY) >> 2) + 3];
+  }
+
+  /** VMM: apply the next posted write (call only when {@linkcode hasPosted}). */
+  applyPosted(handle: AccessHandler): void {
+    const w = this.#words;
+    const tail = this.#drainTail();
+    const at = RING + (tail & (RING_ENTRIES - 1)) * ENTRY;
+    const e = at >> 2;
+    const kind = w[e] & 0xff, size = (w[e] >> 8) & 0xff;
+    const address = (BigInt(w[e + 2] >>> 0) << 32n) | BigInt(w[e + 1] >>> 0);
+    this.#applied = tail + 1;
+    handle(kind, address, this.#bytes.subarray(at + 16, at + 16 + size));
+  }
+
+  /** VMM: hand the ring slots of the applied writes back to the worker. */
+  releasePosted(): void {
+    if (this.#applied === null) return;
+    Atomics.store(this.#words, W.TAIL, this.#applied);
+    Atomics.notify(this.#words, W.TAIL);
+    this.#applied = null;
+  }
+
+  /** Ring position of the next write to apply (applied but not yet released ones skipped). */
+  #drainTail(): number {
+    return this.#applied ?? this.#words[W.TAIL];
   }
 
   /**

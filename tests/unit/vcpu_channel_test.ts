@@ -1,7 +1,7 @@
 import { deepStrictEqual, strictEqual } from "node:assert/strict";
 import { Bus } from "../../devices/bus.ts";
 import { IoDispatcher } from "../../kvm/io_dispatcher.ts";
-import { ACCESS, RING_ENTRIES, VcpuChannel } from "../../kvm/vcpu_channel.ts";
+import { ACCESS, DOORBELL, RING_ENTRIES, VcpuChannel } from "../../kvm/vcpu_channel.ts";
 
 /** Post `data` at a (small) address, as a worker would. */
 function post(ch: VcpuChannel, kind: number, address: bigint, data: Uint8Array): void {
@@ -32,6 +32,41 @@ Deno.test("posted writes reach the bus in order, then a pending read is answered
   deepStrictEqual(log, ["pio write 0/1=72", "mmio write 4/4=1,2,3,4", "pio write 1/1=105"]);
   strictEqual(d.stats.accesses, 3);
   strictEqual(d.stats.unclaimed, 0);
+});
+
+Deno.test("posted writes from several vCPUs apply in the order the guest made them", () => {
+  // The guest's 8250 driver clears THRI on vCPU 2 (in its interrupt handler), then sets it on
+  // vCPU 0 (more output to send), under the port lock: draining vCPU 0's ring before vCPU 2's
+  // left THRI off and the console stalled for good.
+  const log: string[] = [];
+  const d = new IoDispatcher(recordingBus("pio", 0x3f8n, log), new Bus("mmio"));
+  const cpus = [0, 1, 2].map(() => VcpuChannel.create(d.doorbell));
+  for (const c of cpus) d.add(c);
+  post(cpus[2], ACCESS.PIO_WRITE, 0x3f9n, Uint8Array.of(0x05));
+  post(cpus[0], ACCESS.PIO_WRITE, 0x3f9n, Uint8Array.of(0x07));
+  post(cpus[1], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(65));
+  post(cpus[2], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(66));
+  strictEqual(d.drain(), 4);
+  deepStrictEqual(log, [
+    "pio write 1/1=5",
+    "pio write 1/1=7",
+    "pio write 0/1=65",
+    "pio write 0/1=66",
+  ]);
+  // A later round, with the tickets about to wrap around 2^32, keeps the order too.
+  new Int32Array(d.doorbell)[DOORBELL.TICKET] = -2; // 0xfffffffe
+  log.length = 0;
+  post(cpus[1], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(1));
+  post(cpus[0], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(2));
+  post(cpus[2], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(3));
+  post(cpus[0], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(4));
+  strictEqual(d.drain(), 4);
+  deepStrictEqual(log, [
+    "pio write 0/1=1",
+    "pio write 0/1=2",
+    "pio write 0/1=3",
+    "pio write 0/1=4",
+  ]);
 });
 
 Deno.test("the ring wraps around many times without losing or reordering writes", () => {
