@@ -175,6 +175,12 @@ function runVcpu(init: VcpuInit): VcpuExit {
   }
 }
 
+// Bind libc now: a prestarted worker does it while the VMM is still building the machine, not
+// between the machine's start and the vCPU's first KVM_RUN.
+try {
+  libc();
+} catch { /* reported when the vCPU is created */ }
+
 self.onmessage = (event: MessageEvent<VcpuInit>) => {
   const init = event.data;
   let exit: VcpuExit;

@@ -40,9 +40,16 @@ export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<Test
   }, log);
   late.machine = machine;
   machine.start();
+  // A guest that ends before its shell (a panic, say) fails the boot at once, with its console.
+  const ended = machine.exited.then((exit) => {
+    throw new Error(
+      `guest ended before its shell: ${exit.message}; console:\n${console.output.slice(-3000)}`,
+    );
+  });
+  ended.catch(() => {}); // only awaited in the race below
   try {
-    await console.waitFor(GUEST_INIT_MARKER, 180_000);
-    await console.waitFor(SHELL_PROMPT, 60_000);
+    await Promise.race([console.waitFor(GUEST_INIT_MARKER, 180_000), ended]);
+    await Promise.race([console.waitFor(SHELL_PROMPT, 60_000), ended]);
   } catch (e) {
     // Two reports a second apart tell a slow guest from a stuck one.
     const before = machine.describe();
