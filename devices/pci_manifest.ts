@@ -50,129 +50,140 @@ function uint(bits: number, what: string) {
     .min(0, `must be a u${bits} (${what})`).max(max, `must be a u${bits} (${what})`);
 }
 
-const sizeSchema = z.union([z.number().int().positive(), z.bigint().positive()], {
-  error: "must be a positive integer",
-});
+let manifestSchema: z.ZodType | undefined;
 
-const barSchema = z.object({
-  index: z.number().int("must be an integer").min(0, "must be 0..5").max(5, "must be 0..5"),
-  kind: z.enum(["io", "mem32", "mem64"], { error: 'must be "io", "mem32" or "mem64"' }),
-  prefetchable: z.boolean().optional(),
-  size: sizeSchema,
-}).superRefine((bar, ctx) => {
-  const size = BigInt(bar.size);
-  if (!isPowerOfTwo(size)) {
-    ctx.addIssue({ code: "custom", path: ["size"], message: "must be a power of two" });
-    return;
-  }
-  const [min, max] = barSizeLimits(bar.kind);
-  if (size < min) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["size"],
-      message: `must be at least ${min} bytes for a ${bar.kind} BAR`,
-    });
-  }
-  if (size > max) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["size"],
-      message: `must be at most 0x${max.toString(16)} bytes for a ${bar.kind} BAR`,
-    });
-  }
-  if (bar.kind === "mem64" && bar.index > 4) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["index"],
-      message: "a mem64 BAR uses slots index and index+1, so index must be 0..4",
-    });
-  }
-  if (bar.kind === "io" && bar.prefetchable) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["prefetchable"],
-      message: "an io BAR cannot be prefetchable",
-    });
-  }
-});
+/**
+ * The zod schema of a manifest (functions and schemas are checked by type
+ * only). Built on first use: a launch that plugs no device never pays for it.
+ */
+export function pciDeviceManifestSchema(): z.ZodType {
+  return manifestSchema ??= buildManifestSchema();
+}
 
-const capabilitySchema = z.object({
-  id: uint(8, "capability id"),
-  size: z.number().int("must be an integer").min(2, "must be at least 2 (the header)")
-    .max(CONVENTIONAL_CONFIG_END - CAPABILITY_AREA_START, "must fit in config space (<= 192)"),
-  body: z.array(uint(8, "byte")).optional(),
-  writable: z.array(uint(8, "mask byte")).optional(),
-}).superRefine((cap, ctx) => {
-  for (const key of ["body", "writable"] as const) {
-    const bytes = cap[key];
-    if (bytes && bytes.length > cap.size - 2) {
+function buildManifestSchema(): z.ZodType {
+  const sizeSchema = z.union([z.number().int().positive(), z.bigint().positive()], {
+    error: "must be a positive integer",
+  });
+
+  const barSchema = z.object({
+    index: z.number().int("must be an integer").min(0, "must be 0..5").max(5, "must be 0..5"),
+    kind: z.enum(["io", "mem32", "mem64"], { error: 'must be "io", "mem32" or "mem64"' }),
+    prefetchable: z.boolean().optional(),
+    size: sizeSchema,
+  }).superRefine((bar, ctx) => {
+    const size = BigInt(bar.size);
+    if (!isPowerOfTwo(size)) {
+      ctx.addIssue({ code: "custom", path: ["size"], message: "must be a power of two" });
+      return;
+    }
+    const [min, max] = barSizeLimits(bar.kind);
+    if (size < min) {
       ctx.addIssue({
         code: "custom",
-        path: [key],
-        message: `has ${bytes.length} bytes but the capability body is ${cap.size - 2}`,
+        path: ["size"],
+        message: `must be at least ${min} bytes for a ${bar.kind} BAR`,
       });
     }
-  }
-});
+    if (size > max) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["size"],
+        message: `must be at most 0x${max.toString(16)} bytes for a ${bar.kind} BAR`,
+      });
+    }
+    if (bar.kind === "mem64" && bar.index > 4) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["index"],
+        message: "a mem64 BAR uses slots index and index+1, so index must be 0..4",
+      });
+    }
+    if (bar.kind === "io" && bar.prefetchable) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["prefetchable"],
+        message: "an io BAR cannot be prefetchable",
+      });
+    }
+  });
 
-const functionSchema = z.custom<(...args: unknown[]) => unknown>(
-  (v) => typeof v === "function",
-  { message: "must be a function" },
-);
-
-const zodSchemaSchema = z.custom<z.ZodType>(
-  (v) =>
-    typeof v === "object" && v !== null &&
-    typeof (v as { safeParse?: unknown }).safeParse === "function",
-  { message: "must be a zod schema" },
-);
-
-/** The zod schema of a manifest (functions and schemas are checked by type only). */
-export const pciDeviceManifestSchema: z.ZodType = z.object({
-  name: z.string().min(1, "must be a non-empty string").regex(
-    /^[A-Za-z0-9_.-]+$/,
-    "must use only letters, digits, '_', '.' and '-'",
-  ),
-  description: z.string().optional(),
-  vendorId: uint(16, "vendor id"),
-  deviceId: uint(16, "device id"),
-  subsystemVendorId: uint(16, "subsystem vendor id").optional(),
-  subsystemId: uint(16, "subsystem id").optional(),
-  classCode: uint(24, "class code"),
-  revision: uint(8, "revision").optional(),
-  bars: z.array(barSchema).max(6, "at most 6 BARs"),
-  capabilities: z.array(capabilitySchema).optional(),
-  options: zodSchemaSchema.optional(),
-  create: functionSchema,
-}).superRefine((def, ctx) => {
-  const owner = new Map<number, number>();
-  def.bars.forEach((bar, i) => {
-    const slots = bar.kind === "mem64" ? [bar.index, bar.index + 1] : [bar.index];
-    for (const slot of slots) {
-      const other = owner.get(slot);
-      if (other !== undefined) {
+  const capabilitySchema = z.object({
+    id: uint(8, "capability id"),
+    size: z.number().int("must be an integer").min(2, "must be at least 2 (the header)")
+      .max(CONVENTIONAL_CONFIG_END - CAPABILITY_AREA_START, "must fit in config space (<= 192)"),
+    body: z.array(uint(8, "byte")).optional(),
+    writable: z.array(uint(8, "mask byte")).optional(),
+  }).superRefine((cap, ctx) => {
+    for (const key of ["body", "writable"] as const) {
+      const bytes = cap[key];
+      if (bytes && bytes.length > cap.size - 2) {
         ctx.addIssue({
           code: "custom",
-          path: ["bars", i, "index"],
-          message: `slot ${slot} is already used by bars[${other}]`,
+          path: [key],
+          message: `has ${bytes.length} bytes but the capability body is ${cap.size - 2}`,
         });
-      } else {
-        owner.set(slot, i);
       }
     }
   });
-  const caps = def.capabilities ?? [];
-  const total = caps.reduce((n, c) => n + alignUp4(c.size), 0);
-  if (total > CONVENTIONAL_CONFIG_END - CAPABILITY_AREA_START) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["capabilities"],
-      message: `need ${total} bytes but only ${
-        CONVENTIONAL_CONFIG_END - CAPABILITY_AREA_START
-      } fit in config space`,
+
+  const functionSchema = z.custom<(...args: unknown[]) => unknown>(
+    (v) => typeof v === "function",
+    { message: "must be a function" },
+  );
+
+  const zodSchemaSchema = z.custom<z.ZodType>(
+    (v) =>
+      typeof v === "object" && v !== null &&
+      typeof (v as { safeParse?: unknown }).safeParse === "function",
+    { message: "must be a zod schema" },
+  );
+
+  return z.object({
+    name: z.string().min(1, "must be a non-empty string").regex(
+      /^[A-Za-z0-9_.-]+$/,
+      "must use only letters, digits, '_', '.' and '-'",
+    ),
+    description: z.string().optional(),
+    vendorId: uint(16, "vendor id"),
+    deviceId: uint(16, "device id"),
+    subsystemVendorId: uint(16, "subsystem vendor id").optional(),
+    subsystemId: uint(16, "subsystem id").optional(),
+    classCode: uint(24, "class code"),
+    revision: uint(8, "revision").optional(),
+    bars: z.array(barSchema).max(6, "at most 6 BARs"),
+    capabilities: z.array(capabilitySchema).optional(),
+    options: zodSchemaSchema.optional(),
+    create: functionSchema,
+  }).superRefine((def, ctx) => {
+    const owner = new Map<number, number>();
+    def.bars.forEach((bar, i) => {
+      const slots = bar.kind === "mem64" ? [bar.index, bar.index + 1] : [bar.index];
+      for (const slot of slots) {
+        const other = owner.get(slot);
+        if (other !== undefined) {
+          ctx.addIssue({
+            code: "custom",
+            path: ["bars", i, "index"],
+            message: `slot ${slot} is already used by bars[${other}]`,
+          });
+        } else {
+          owner.set(slot, i);
+        }
+      }
     });
-  }
-});
+    const caps = def.capabilities ?? [];
+    const total = caps.reduce((n, c) => n + alignUp4(c.size), 0);
+    if (total > CONVENTIONAL_CONFIG_END - CAPABILITY_AREA_START) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["capabilities"],
+        message: `need ${total} bytes but only ${
+          CONVENTIONAL_CONFIG_END - CAPABILITY_AREA_START
+        } fit in config space`,
+      });
+    }
+  });
+}
 
 /** Format a zod path as `bars[1].size`. */
 export function formatZodPath(path: readonly PropertyKey[]): string {
@@ -200,7 +211,7 @@ export function validatePciDevice(value: unknown, source: string): AnyPciDeviceD
   if (typeof value !== "object" || value === null) {
     throw new PluginError(source, "default export must be a definition made with definePciDevice");
   }
-  const result = pciDeviceManifestSchema.safeParse(value);
+  const result = pciDeviceManifestSchema().safeParse(value);
   if (!result.success) throw new PluginError(source, formatZodIssues(result.error));
   return value as AnyPciDeviceDefinition;
 }

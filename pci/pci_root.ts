@@ -225,7 +225,8 @@ export class PciRoot implements ConfigTarget, PciFunctionHost {
    */
   addDevice(definition: AnyPciDeviceDefinition, opts: AddDeviceOptions = {}): PciFunction {
     const source = opts.source ?? String((definition as { name?: unknown }).name);
-    const def = validatePciDevice(definition, source);
+    // The core's own host bridge is a constant (a unit test validates it): no zod at start-up.
+    const def = definition === hostBridge ? hostBridge : validatePciDevice(definition, source);
     const options = parsePciDeviceOptions(def, opts.options ?? {}, source);
     const slot = opts.slot ?? this.#slots.findIndex((f, i) => i > 0 && f === undefined);
     if (!Number.isInteger(slot) || slot < 0 || slot > 31) {
