@@ -43,7 +43,7 @@ export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<Test
   // A guest that ends before its shell (a panic, say) fails the boot at once, with its console.
   const ended = machine.exited.then((exit) => {
     throw new Error(
-      `guest ended before its shell: ${exit.message}; console:\n${console.output.slice(-3000)}`,
+      `guest ended before its shell: ${exit.message}; console:\n${oops(console.output)}`,
     );
   });
   ended.catch(() => {}); // only awaited in the race below
@@ -59,6 +59,12 @@ export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<Test
     throw new Error(`${e instanceof Error ? e.message : e}\n${report}`, { cause: e });
   }
   return { machine, console, log };
+}
+
+/** The guest's console from the start of its first oops (or its tail), for a failure message. */
+function oops(text: string): string {
+  const at = text.search(/BUG:|Oops|double fault|general protection fault|Kernel panic/);
+  return at >= 0 ? text.slice(Math.max(at - 500, 0), at + 6000) : text.slice(-3000);
 }
 
 /** Wait for the machine to end, with a deadline. */
