@@ -31,7 +31,8 @@ export interface MarkerRun {
 
 /**
  * Spawn `cmd`, collect its stdout until `marker` shows up, then kill it.
- * Throws (with the tail of stdout and stderr) if it ends or times out first.
+ * Throws (with the tail of stdout and stderr) if it ends or times out first; a
+ * dvmm that times out is asked for its stall report (SIGUSR1) before it is killed.
  */
 export async function consoleUntil(
   cmd: string,
@@ -47,7 +48,15 @@ export async function consoleUntil(
   const decoder = new TextDecoder();
   let text = "";
   let seconds = NaN;
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  let timedOut = false;
+  let kill: ReturnType<typeof setTimeout> | undefined;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    // dvmm prints its stall report on SIGUSR1 (on stderr, quoted below); then it is killed.
+    const dvmm = cmd === Deno.execPath();
+    if (dvmm) signal(child, "SIGUSR1");
+    kill = setTimeout(() => signal(child, "SIGKILL"), dvmm ? 2000 : 0);
+  }, timeoutMs);
   try {
     for (;;) {
       const { value, done } = await reader.read();
@@ -60,16 +69,25 @@ export async function consoleUntil(
     }
   } finally {
     clearTimeout(timer);
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
+    clearTimeout(kill);
+    signal(child, "SIGKILL");
     await reader.cancel().catch(() => {});
     await child.status;
   }
   if (Number.isNaN(seconds)) {
-    throw new Error(`${cmd} ended before '${marker}':\n${text.slice(-1500)}\n${await errText}`);
+    const why = timedOut
+      ? `did not show '${marker}' within ${timeoutMs} ms`
+      : `ended before '${marker}'`;
+    throw new Error(`${cmd} ${why}:\n${text.slice(-1500)}\n${await errText}`);
   }
   return { text, seconds };
+}
+
+/** Send `sig` to `child` unless it is gone already. */
+function signal(child: Deno.ChildProcess, sig: Deno.Signal): void {
+  try {
+    child.kill(sig);
+  } catch { /* already gone */ }
 }
 
 /** Seconds from spawning `cmd` until `marker` shows on its stdout (it is killed then). */
