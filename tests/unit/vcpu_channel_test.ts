@@ -42,31 +42,25 @@ Deno.test("posted writes from several vCPUs apply in the order the guest made th
   const d = new IoDispatcher(recordingBus("pio", 0x3f8n, log), new Bus("mmio"));
   const cpus = [0, 1, 2].map(() => VcpuChannel.create(d.doorbell));
   for (const c of cpus) d.add(c);
-  post(cpus[2], ACCESS.PIO_WRITE, 0x3f9n, Uint8Array.of(0x05));
-  post(cpus[0], ACCESS.PIO_WRITE, 0x3f9n, Uint8Array.of(0x07));
-  post(cpus[1], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(65));
-  post(cpus[2], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(66));
-  strictEqual(d.drain(), 4);
-  deepStrictEqual(log, [
-    "pio write 1/1=5",
-    "pio write 1/1=7",
-    "pio write 0/1=65",
-    "pio write 0/1=66",
-  ]);
-  // A later round, with the tickets about to wrap around 2^32, keeps the order too.
+  /** Post each [vCPU, port, byte] in turn, drain, and return what the bus saw. */
+  const replay = (writes: [number, bigint, number][]) => {
+    log.length = 0;
+    for (const [cpu, port, byte] of writes) {
+      post(cpus[cpu], ACCESS.PIO_WRITE, port, Uint8Array.of(byte));
+    }
+    strictEqual(d.drain(), writes.length);
+    return log;
+  };
+  deepStrictEqual(
+    replay([[2, 0x3f9n, 0x05], [0, 0x3f9n, 0x07], [1, 0x3f8n, 65], [2, 0x3f8n, 66]]),
+    ["pio write 1/1=5", "pio write 1/1=7", "pio write 0/1=65", "pio write 0/1=66"],
+  );
+  // With the tickets about to wrap around 2^32, the order holds too.
   new Int32Array(d.doorbell)[DOORBELL.TICKET] = -2; // 0xfffffffe
-  log.length = 0;
-  post(cpus[1], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(1));
-  post(cpus[0], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(2));
-  post(cpus[2], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(3));
-  post(cpus[0], ACCESS.PIO_WRITE, 0x3f8n, Uint8Array.of(4));
-  strictEqual(d.drain(), 4);
-  deepStrictEqual(log, [
-    "pio write 0/1=1",
-    "pio write 0/1=2",
-    "pio write 0/1=3",
-    "pio write 0/1=4",
-  ]);
+  deepStrictEqual(
+    replay([[1, 0x3f8n, 1], [0, 0x3f8n, 2], [2, 0x3f8n, 3], [0, 0x3f8n, 4]]),
+    ["pio write 0/1=1", "pio write 0/1=2", "pio write 0/1=3", "pio write 0/1=4"],
+  );
 });
 
 Deno.test("the ring wraps around many times without losing or reordering writes", () => {
