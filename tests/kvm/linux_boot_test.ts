@@ -4,69 +4,73 @@
  * way the guest can end maps to its documented exit status.
  */
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
-import { bootShell, waitExit } from "./guest.ts";
+import { bootShell, retryIfGuestCrashed, waitExit } from "./guest.ts";
 import { REGISTER_FILE_ID } from "../../examples/register_file.ts";
 
 const hex = (v: bigint | number, width: number) => `0x${v.toString(16).padStart(width, "0")}`;
 
-Deno.test("Linux boots to a shell on 2 vCPUs, runs commands, sees dvmm's PCI devices, powers off with 0", async () => {
-  const { machine, console } = await bootShell({
-    cpus: 2,
-    devices: [{ plugin: "register-file", options: { scratch: "8" } }],
-  });
-  strictEqual((await console.run("nproc")).output.trim(), "2");
-  strictEqual((await console.run("echo hello from $(uname -s)")).output, "hello from Linux\n");
-  strictEqual((await console.run("exit_with() { return $1; }; exit_with 7")).status, 7);
-  // The CMOS RTC gave the guest the host's time (kvm-clock keeps it since).
-  const guestNow = Number((await console.run("date -u +%s")).output.trim());
-  const hostNow = Date.now() / 1000;
-  ok(Math.abs(guestNow - hostNow) < 30, `guest clock ${guestNow}, host ${hostNow}`);
+Deno.test("Linux boots to a shell on 2 vCPUs, runs commands, sees dvmm's PCI devices, powers off with 0", () =>
+  retryIfGuestCrashed(async (track) => {
+    const { machine, console } = await bootShell({
+      cpus: 2,
+      devices: [{ plugin: "register-file", options: { scratch: "8" } }],
+    });
+    track(machine);
+    strictEqual((await console.run("nproc")).output.trim(), "2");
+    strictEqual((await console.run("echo hello from $(uname -s)")).output, "hello from Linux\n");
+    strictEqual((await console.run("exit_with() { return $1; }; exit_with 7")).status, 7);
+    // The CMOS RTC gave the guest the host's time (kvm-clock keeps it since).
+    const guestNow = Number((await console.run("date -u +%s")).output.trim());
+    const hostNow = Date.now() / 1000;
+    ok(Math.abs(guestNow - hostNow) < 30, `guest clock ${guestNow}, host ${hostNow}`);
 
-  // The guest sees the host bridge and the register file with the ids and BARs dvmm decodes now.
-  const ids = await console.run(
-    "for d in /sys/bus/pci/devices/*; do echo $(basename $d) $(cat $d/vendor) $(cat $d/device); done",
-  );
-  const bar = machine.pci.assignments().find((a) => a.name === "register-file" && a.bar === 0)!;
-  const slot = bar.bdf; // "00:01.0"
-  deepStrictEqual(ids.output.trim().split("\n"), [
-    "0000:00:00.0 0x8086 0x29c0",
-    `0000:${slot} 0x1b36 0x00f0`,
-  ]);
-  strictEqual(bar.active, true);
-  const resource = await console.run(`head -1 /sys/bus/pci/devices/0000:${slot}/resource`);
-  const [start, end] = resource.output.trim().split(" ");
-  strictEqual(start, hex(bar.activeAddress!, 16));
-  strictEqual(end, hex(bar.activeAddress! + bar.size - 1n, 16));
+    // The guest sees the host bridge and the register file with the ids and BARs dvmm decodes now.
+    const ids = await console.run(
+      "for d in /sys/bus/pci/devices/*; do echo $(basename $d) $(cat $d/vendor) $(cat $d/device); done",
+    );
+    const bar = machine.pci.assignments().find((a) => a.name === "register-file" && a.bar === 0)!;
+    const slot = bar.bdf; // "00:01.0"
+    deepStrictEqual(ids.output.trim().split("\n"), [
+      "0000:00:00.0 0x8086 0x29c0",
+      `0000:${slot} 0x1b36 0x00f0`,
+    ]);
+    strictEqual(bar.active, true);
+    const resource = await console.run(`head -1 /sys/bus/pci/devices/0000:${slot}/resource`);
+    const [start, end] = resource.output.trim().split(" ");
+    strictEqual(start, hex(bar.activeAddress!, 16));
+    strictEqual(end, hex(bar.activeAddress! + bar.size - 1n, 16));
 
-  // Drive the device's registers from the guest through its BAR.
-  const base = Number(bar.activeAddress!);
-  const id = await console.run(`devmem ${hex(base, 8)} 32`);
-  strictEqual(Number(id.output.trim()), REGISTER_FILE_ID);
-  await console.run(`devmem ${hex(base + 0x40, 8)} 32 0x12345678`);
-  strictEqual(
-    Number((await console.run(`devmem ${hex(base + 0x40, 8)} 32`)).output.trim()),
-    0x12345678,
-  );
+    // Drive the device's registers from the guest through its BAR.
+    const base = Number(bar.activeAddress!);
+    const id = await console.run(`devmem ${hex(base, 8)} 32`);
+    strictEqual(Number(id.output.trim()), REGISTER_FILE_ID);
+    await console.run(`devmem ${hex(base + 0x40, 8)} 32 0x12345678`);
+    strictEqual(
+      Number((await console.run(`devmem ${hex(base + 0x40, 8)} 32`)).output.trim()),
+      0x12345678,
+    );
 
-  await console.write("poweroff -f\n");
-  const exit = await waitExit(machine);
-  strictEqual(exit.reason, "poweroff");
-  strictEqual(exit.status, 0);
-});
+    await console.write("poweroff -f\n");
+    const exit = await waitExit(machine);
+    strictEqual(exit.reason, "poweroff");
+    strictEqual(exit.status, 0);
+  }));
 
-Deno.test("--cpus 4 brings 4 CPUs online", async () => {
-  const { machine, console } = await bootShell({ cpus: 4 });
-  strictEqual((await console.run("cat /sys/devices/system/cpu/online")).output.trim(), "0-3");
-  strictEqual((await console.run("nproc")).output.trim(), "4");
-  // The stall report sees every running vCPU, COM1 with its interrupts on, and the IOAPIC's
-  // COM1 pin (4) unmasked with a vector.
-  const report = machine.describe();
-  for (let i = 0; i < 4; i++) match(report, new RegExp(`^vcpu${i}: RUNNING control=RUN`, "m"));
-  match(report, /^COM1: IER=0x0[1-7] .* MCR=0x0[89a-f] /m);
-  match(report, /^IOAPIC irr=0x[0-9a-f]+ unmasked .*\b4:v\d+/m);
-  await console.write("poweroff -f\n");
-  strictEqual((await waitExit(machine)).status, 0);
-});
+Deno.test("--cpus 4 brings 4 CPUs online", () =>
+  retryIfGuestCrashed(async (track) => {
+    const { machine, console } = await bootShell({ cpus: 4 });
+    track(machine);
+    strictEqual((await console.run("cat /sys/devices/system/cpu/online")).output.trim(), "0-3");
+    strictEqual((await console.run("nproc")).output.trim(), "4");
+    // The stall report sees every running vCPU, COM1 with its interrupts on, and the IOAPIC's
+    // COM1 pin (4) unmasked with a vector.
+    const report = machine.describe();
+    for (let i = 0; i < 4; i++) match(report, new RegExp(`^vcpu${i}: RUNNING control=RUN`, "m"));
+    match(report, /^COM1: IER=0x0[1-7] .* MCR=0x0[89a-f] /m);
+    match(report, /^IOAPIC irr=0x[0-9a-f]+ unmasked .*\b4:v\d+/m);
+    await console.write("poweroff -f\n");
+    strictEqual((await waitExit(machine)).status, 0);
+  }));
 
 Deno.test("reboot -f ends the VMM with the reboot status (3)", async () => {
   const { machine, console } = await bootShell();
