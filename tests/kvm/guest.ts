@@ -104,7 +104,7 @@ export async function waitExit(machine: Machine, timeoutMs = 60_000) {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new Error(`guest did not end within ${timeoutMs} ms`)),
+      () => reject(new Error(`guest did not end within ${timeoutMs} ms\n${machine.describe()}`)),
       timeoutMs,
     );
   });
