@@ -284,9 +284,12 @@ export class VcpuChannel {
     return Atomics.load(this.#words, W.HEAD);
   }
 
-  /** VMM: is a posted write waiting before `limit` (from {@linkcode postedLimit})? */
+  /**
+   * VMM: is a posted write waiting before `limit` (from {@linkcode postedLimit})?
+   * Wrap-aware, and false once a nested drain has gone past `limit`.
+   */
   hasPosted(limit: number): boolean {
-    return this.#drainTail() !== limit;
+    return ((limit - this.#drainTail()) | 0) > 0;
   }
 
   /** VMM: the ticket of the next posted write (call only when {@linkcode hasPosted}). */

@@ -63,6 +63,30 @@ Deno.test("posted writes from several vCPUs apply in the order the guest made th
   );
 });
 
+Deno.test("a drain nested in a device write applies each posted write once, in order", () => {
+  const seen: number[] = [];
+  const pio = new Bus("pio");
+  const d = new IoDispatcher(pio, new Bus("mmio"));
+  const cpus = [0, 1].map(() => VcpuChannel.create(d.doorbell));
+  for (const c of cpus) d.add(c);
+  pio.register(0x80n, 1n, {
+    read: () => {},
+    write: (_o, data) => {
+      seen.push(data[0]);
+      if (data[0] === 2) { // as a doorbell kick does: apply what is pending first
+        post(cpus[1], ACCESS.PIO_WRITE, 0x80n, Uint8Array.of(5));
+        d.drain();
+      }
+    },
+  }, "sink");
+  for (const [cpu, v] of [[0, 1], [1, 2], [0, 3], [1, 4]]) {
+    post(cpus[cpu], ACCESS.PIO_WRITE, 0x80n, Uint8Array.of(v));
+  }
+  d.drain();
+  d.drain();
+  deepStrictEqual(seen, [1, 2, 3, 4, 5]);
+});
+
 Deno.test("the ring wraps around many times without losing or reordering writes", () => {
   const seen: number[] = [];
   const pio = new Bus("pio");
