@@ -83,7 +83,11 @@ Deno.test("a device that re-kicks itself forever does not starve the event loop"
     await new Promise((r) => setTimeout(r, 20));
     const late = performance.now() - t0;
     strictEqual(late < 1000, true, `a 20 ms timer fired after ${late.toFixed(0)} ms`);
-    strictEqual(kicks > 1, true);
+    // The poller worker may still be starting on a loaded machine: give the kicks time to repeat.
+    for (let waited = 0; kicks <= 1 && waited < 10_000; waited += 20) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    strictEqual(kicks > 1, true, `${kicks} kick(s)`);
     poller.remove(e);
   } finally {
     await poller.stop();
