@@ -14,6 +14,7 @@
  * @module
  */
 
+import { sha256Hex } from "./asset_cache.ts";
 import { dvmmCacheDir } from "./cache_dir.ts";
 import type { KernelAssets } from "./debian_kernel.ts";
 import { type Compression, decompress, detectCompression } from "./decompress.ts";
@@ -81,14 +82,6 @@ export async function extractVmlinux(bzImagePath: string): Promise<Uint8Array> {
   return await decompressVmlinux(await Deno.readFile(bzImagePath), bzImagePath);
 }
 
-/** Where {@linkcode cachedVmlinux} keeps the kernel of a bzImage: `<cache>/vmlinux/<sha256>.boot.elf`. */
-export async function vmlinuxCachePath(
-  image: Uint8Array,
-  cacheDir = dvmmCacheDir(),
-): Promise<string> {
-  return `${cacheDir}/vmlinux/${await sha256Hex(image)}.boot.elf`;
-}
-
 /**
  * What identifies a file's contents without reading them: its absolute path,
  * size, and modification and change times (`info` is a `stat` of the open
@@ -127,8 +120,8 @@ export interface CachedVmlinuxOptions {
 
 /**
  * The bzImage `image`'s kernel ready to boot, from the cache keyed by the
- * image's SHA-256, else decompressed now and stored there (atomically) for
- * the next boot. What is cached is the vmlinux without its all-zero pages
+ * image's SHA-256 (`<cache>/vmlinux/<sha256>.boot.elf`), else decompressed
+ * now and stored there (atomically) for the next boot. What is cached is the vmlinux without its all-zero pages
  * ({@linkcode dropZeroPages}: about half the bytes), for loading into fresh
  * guest RAM. Undefined when it is not cached and the cache cannot be written
  * (read-only, full): decompressing on every boot would cost what the guest's
@@ -140,13 +133,13 @@ export async function cachedVmlinux(
   opts: CachedVmlinuxOptions = {},
 ): Promise<CachedVmlinux | undefined> {
   const dir = `${opts.cacheDir ?? dvmmCacheDir()}/vmlinux`;
-  const index = opts.identity ? `${dir}/by-file/${await sha256Hex(opts.identity)}` : undefined;
+  const index = opts.identity ? `${dir}/by-file/${await shortHash(opts.identity)}` : undefined;
   if (index) {
     const name = await Deno.readTextFile(index).catch(() => "");
     const hit = /^[0-9a-f]{32}$/.test(name) ? mapCached(`${dir}/${name}.boot.elf`) : undefined;
     if (hit) return hit;
   }
-  const digest = await sha256Hex(image);
+  const digest = await shortHash(image);
   const path = `${dir}/${digest}.boot.elf`;
   const remember = () => index && writeAtomically(index, new TextEncoder().encode(digest));
   const hit = mapCached(path);
@@ -198,13 +191,9 @@ async function writeAtomically(path: string, bytes: Uint8Array): Promise<boolean
   }
 }
 
-/** The first 16 bytes of the SHA-256 of `data` (a string as UTF-8), in hex. */
-async function sha256Hex(data: Uint8Array | string): Promise<string> {
-  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
-  const digest = new Uint8Array(
-    await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>),
-  );
-  return Array.from(digest.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
+/** The first 16 bytes of the SHA-256 of `data` (a string as UTF-8), in hex: cache file names. */
+async function shortHash(data: Uint8Array | string): Promise<string> {
+  return (await sha256Hex(data)).slice(0, 32);
 }
 
 /**
