@@ -57,6 +57,16 @@ export interface MsiMessage {
   data: number;
 }
 
+/** Bits of an IOAPIC redirection entry (82093AA datasheet). */
+export const IOAPIC_REDIRECTION = {
+  /** Interrupt vector. */
+  VECTOR: 0xffn,
+  /** Remote IRR: a level-triggered interrupt is in service. */
+  REMOTE_IRR: 1n << 14n,
+  /** The pin is masked. */
+  MASKED: 1n << 16n,
+} as const;
+
 /** The in-kernel IOAPIC's state, as `KVM_GET_IRQCHIP` reports it. */
 export interface IoapicState {
   /** Interrupt request register: one bit per pin with a request latched. */

@@ -28,7 +28,7 @@ import { IoDispatcher } from "../kvm/io_dispatcher.ts";
 import { Kvm } from "../kvm/kvm.ts";
 import { KVM_CAP } from "../kvm/ioctls.ts";
 import type { GuestMemory } from "../kvm/guest_memory.ts";
-import type { Vm } from "../kvm/vm.ts";
+import { IOAPIC_REDIRECTION, type Vm } from "../kvm/vm.ts";
 import { VcpuThread } from "../kvm/vcpu_thread.ts";
 import { formatVcpuExit, type VcpuExit } from "../kvm/vcpu_exit.ts";
 import { COUNTER_NAMES } from "../kvm/vcpu_channel.ts";
@@ -350,9 +350,10 @@ export class Machine {
     ];
     try {
       const ioapic = this.vm.ioapicState();
+      const R = IOAPIC_REDIRECTION;
       const pins = ioapic.redirection.map((e, pin) => ({ e, pin }))
-        .filter(({ e }) => !(e & (1n << 16n))) // unmasked
-        .map(({ e, pin }) => `${pin}:v${Number(e & 0xffn)}${e & (1n << 14n) ? "+rirr" : ""}`);
+        .filter(({ e }) => !(e & R.MASKED))
+        .map(({ e, pin }) => `${pin}:v${Number(e & R.VECTOR)}${e & R.REMOTE_IRR ? "+rirr" : ""}`);
       lines.push(`IOAPIC irr=0x${ioapic.irr.toString(16)} unmasked ${pins.join(" ") || "none"}`);
     } catch (e) {
       lines.push(`IOAPIC: ${e instanceof Error ? e.message : String(e)}`);
