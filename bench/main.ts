@@ -7,7 +7,7 @@
  */
 
 import { ensureHostPackages } from "../lab/host_packages.ts";
-import { labDenoCommand, runInLab } from "../lab/lab.ts";
+import { labDenoCommand, retryIfWedged, runInLab } from "../lab/lab.ts";
 import { hasKvm } from "../kvm/kvm.ts";
 import { defaultGuestPaths } from "../vmm/demo.ts";
 import { dvmmCacheDir } from "../guest/cache_dir.ts";
@@ -58,12 +58,15 @@ try {
       const v = Deno.env.get(key);
       if (v) env[key] = v;
     }
-    const r = await runInLab(labDenoCommand(args), {
-      env,
-      cwd: root,
-      shares: [dir],
-      onOutput: collect,
-      timeoutMs: 30 * 60_000,
+    const r = await retryIfWedged(() => {
+      output = ""; // a retry starts the results over
+      return runInLab(labDenoCommand(args), {
+        env,
+        cwd: root,
+        shares: [dir],
+        onOutput: collect,
+        timeoutMs: 30 * 60_000,
+      });
     });
     if (r.status !== 0) Deno.exit(r.status);
   }

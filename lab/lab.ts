@@ -32,7 +32,10 @@
  *
  * The exit status is reported on the command channel with a per-run random
  * marker (see console_protocol.ts); the kernel's own console (ttyS0) goes to a
- * log that is quoted in errors, never mixed into the output.
+ * log that is quoted in errors, never mixed into the output. That log is also
+ * watched: an L1 that reports a CPU stuck for a minute (QEMU's TCG wedging)
+ * ends the run at once with {@linkcode LabWedgedError}, which
+ * {@linkcode retryIfWedged} turns into one more boot.
  *
  * @module
  */
@@ -111,6 +114,68 @@ export class LabTimeoutError extends LabError {
       output,
     );
     this.name = "LabTimeoutError";
+  }
+}
+
+/**
+ * Thrown when the L1 kernel reports a CPU stuck in the kernel for
+ * {@linkcode WEDGED_AFTER_S} seconds or more (a soft lockup); QEMU has been
+ * killed at once instead of at the timeout. Now and then QEMU's TCG
+ * emulation of nested SVM wedges an L1 CPU inside KVM_RUN for good: the run
+ * is lost, but nothing in the command caused it (a user-space process cannot
+ * stall a kernel), so a caller may run the command again in a fresh boot.
+ */
+export class LabWedgedError extends LabError {
+  /**
+   * @param stuckSeconds how long the L1 kernel said a CPU was stuck
+   * @param console the L1 console log so far
+   * @param output the command output captured so far
+   */
+  constructor(readonly stuckSeconds: number, console: string, output: string) {
+    super(
+      `lab: the L1 kernel reports a CPU stuck for ${stuckSeconds} s (soft lockup); QEMU was ` +
+        "killed. This is the emulator (TCG's nested SVM), not the command." +
+        tail("output so far", output) + tail("L1 console", console),
+      console,
+      output,
+    );
+    this.name = "LabWedgedError";
+  }
+}
+
+/** A soft lockup this long (seconds) means the L1 is wedged (see {@linkcode LabWedgedError}). */
+export const WEDGED_AFTER_S = 60;
+
+/** How often (ms) the L1 console log is checked for a soft lockup. */
+const WEDGE_CHECK_MS = 5_000;
+
+/**
+ * The longest soft lockup the L1 kernel reported in `console` (its ttyS0
+ * log), in seconds; 0 if none.
+ */
+export function longestSoftLockup(console: string): number {
+  let longest = 0;
+  for (const m of console.matchAll(/soft lockup - CPU#\d+ stuck for (\d+)s!/g)) {
+    longest = Math.max(longest, Number(m[1]));
+  }
+  return longest;
+}
+
+/**
+ * Run `attempt` (a lab run), and once more if the L1 wedged
+ * ({@linkcode LabWedgedError}); the retry is reported through `log` with the
+ * L1's lockup report. Any other failure, or a second wedge, is thrown.
+ */
+export async function retryIfWedged<T>(
+  attempt: () => Promise<T>,
+  log: (message: string) => void = console.error,
+): Promise<T> {
+  try {
+    return await attempt();
+  } catch (e) {
+    if (!(e instanceof LabWedgedError)) throw e;
+    log(`${e.message}\nlab: running the command again in a fresh lab boot.`);
+    return await attempt();
   }
 }
 
@@ -292,8 +357,8 @@ async function supervise(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let killedFor: "timeout" | "abort" | undefined;
-  const kill = (why: "timeout" | "abort") => {
+  let killedFor: "timeout" | "abort" | "wedged" | undefined;
+  const kill = (why: "timeout" | "abort" | "wedged") => {
     killedFor ??= why;
     try {
       child.kill("SIGKILL");
@@ -302,6 +367,12 @@ async function supervise(
     }
   };
   const timer = setTimeout(() => kill("timeout"), timeoutMs);
+  let stuckSeconds = 0;
+  const wedgeCheck = setInterval(async () => {
+    const console = await Deno.readTextFile(consoleLog).catch(() => "");
+    stuckSeconds = longestSoftLockup(console);
+    if (stuckSeconds >= WEDGED_AFTER_S) kill("wedged");
+  }, WEDGE_CHECK_MS);
   const onAbort = () => kill("abort");
   opts.signal?.addEventListener("abort", onAbort);
   if (opts.signal?.aborted) kill("abort");
@@ -325,6 +396,7 @@ async function supervise(
     const output = new TextDecoder().decode(concatAll(chunks));
     const console = await Deno.readTextFile(consoleLog).catch(() => "");
     if (killedFor === "timeout") throw new LabTimeoutError(timeoutMs, console, output);
+    if (killedFor === "wedged") throw new LabWedgedError(stuckSeconds, console, output);
     if (killedFor === "abort") {
       throw opts.signal?.reason ?? new LabError("lab: aborted", console, output);
     }
@@ -341,6 +413,7 @@ async function supervise(
     return { status: parser.status, output, durationMs, bootMs, console };
   } finally {
     clearTimeout(timer);
+    clearInterval(wedgeCheck);
     opts.signal?.removeEventListener("abort", onAbort);
     kill("abort"); // no-op unless still running (an exception above)
     await child.status.catch(() => {});

@@ -3,7 +3,13 @@
  * KVM tests rely on. Not a unit test: run with `deno test -A tests/lab/lab_smoke_test.ts`.
  */
 import assert from "node:assert/strict";
-import { labDenoCommand, LabTimeoutError, runInLab } from "../../lab/lab.ts";
+import {
+  labDenoCommand,
+  LabTimeoutError,
+  LabWedgedError,
+  runInLab,
+  WEDGED_AFTER_S,
+} from "../../lab/lab.ts";
 
 const repo = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -71,4 +77,18 @@ Deno.test("lab kills QEMU and throws a clear error on timeout", async () => {
     (err) => err instanceof LabTimeoutError && /did not finish within 1500 ms/.test(err.message),
   );
   assert.ok(performance.now() - t0 < 30_000);
+});
+
+Deno.test("a soft lockup on the L1 console ends the run at once with LabWedgedError", async () => {
+  // A wedged L1 cannot be made on purpose; its report can: the kernel prints a /dev/kmsg line at
+  // priority 0 on the console like its own. The run would otherwise sleep until the timeout.
+  const report = `watchdog: BUG: soft lockup - CPU#0 stuck for ${WEDGED_AFTER_S + 5}s! [probe:1]`;
+  const t0 = performance.now();
+  await assert.rejects(
+    () => runInLab(`echo '<0>${report}' > /dev/kmsg; sleep 600`, { timeoutMs: 300_000 }),
+    (err) =>
+      err instanceof LabWedgedError && err.stuckSeconds === WEDGED_AFTER_S + 5 &&
+      err.message.includes(report),
+  );
+  assert.ok(performance.now() - t0 < 120_000, "killed long before the timeout");
 });

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { labDenoCommand, runInLab } from "../../lab/lab.ts";
+import { labDenoCommand, retryIfWedged, runInLab } from "../../lab/lab.ts";
 import { countJunit, type TestCounts } from "./junit.ts";
 import { defaultGuestPaths } from "../../vmm/demo.ts";
 import { dvmmCacheDir } from "../../guest/cache_dir.ts";
@@ -87,15 +87,18 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
   }
   let status = 1;
   try {
-    const result = await runInLab(
-      labDenoCommand(["test", "-A", "--no-check", `--junit-path=${report}`, ...paths]),
-      {
-        cwd: ROOT,
-        shares: [dir],
-        env,
-        timeoutMs: 40 * 60_000,
-        onOutput: writeAllStdout,
-      },
+    // A wedged L1 (TCG's nested SVM, not dvmm) costs one more boot, not the whole run.
+    const result = await retryIfWedged(() =>
+      runInLab(
+        labDenoCommand(["test", "-A", "--no-check", `--junit-path=${report}`, ...paths]),
+        {
+          cwd: ROOT,
+          shares: [dir],
+          env,
+          timeoutMs: 40 * 60_000,
+          onOutput: writeAllStdout,
+        },
+      )
     );
     status = result.status;
     console.error(

@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { LabError, LabWedgedError, longestSoftLockup, retryIfWedged } from "../../lab/lab.ts";
+
+// What the L1 kernel printed when QEMU's TCG wedged a CPU inside KVM_RUN (2026-11-28).
+const WEDGED_CONSOLE = `[  190.009869] watchdog: BUG: soft lockup - CPU#0 stuck for 23s! [deno:233]
+[  945.009869] watchdog: BUG: soft lockup - CPU#0 stuck for 775s! [deno:233]
+[  981.009825] watchdog: BUG: soft lockup - CPU#1 stuck for 808s! [deno:233]
+`;
+
+Deno.test("longestSoftLockup reads the longest stall the L1 kernel reported", () => {
+  assert.equal(longestSoftLockup(WEDGED_CONSOLE), 808);
+  assert.equal(longestSoftLockup("[    1.2] Run /init as init process\n"), 0);
+  assert.equal(longestSoftLockup(""), 0);
+});
+
+Deno.test("retryIfWedged runs a wedged lab run once more and reports why", async () => {
+  const logged: string[] = [];
+  let runs = 0;
+  const result = await retryIfWedged(() => {
+    runs++;
+    if (runs === 1) return Promise.reject(new LabWedgedError(808, WEDGED_CONSOLE, "partial"));
+    return Promise.resolve("done");
+  }, (m) => logged.push(m));
+  assert.equal(result, "done");
+  assert.equal(runs, 2);
+  assert.equal(logged.length, 1);
+  assert.match(logged[0], /stuck for 808 s/);
+  assert.match(logged[0], /soft lockup - CPU#1 stuck for 808s/); // the L1's own report is quoted
+});
+
+Deno.test("retryIfWedged gives up on a second wedge and never retries other failures", async () => {
+  let runs = 0;
+  await assert.rejects(
+    retryIfWedged(() => {
+      runs++;
+      return Promise.reject(new LabWedgedError(61, "", ""));
+    }, () => {}),
+    LabWedgedError,
+  );
+  assert.equal(runs, 2);
+  runs = 0;
+  await assert.rejects(
+    retryIfWedged(() => {
+      runs++;
+      return Promise.reject(new LabError("lab: QEMU exited"));
+    }, () => {}),
+    /QEMU exited/,
+  );
+  assert.equal(runs, 1);
+});
