@@ -43,9 +43,13 @@ export function hex(value: bigint | number): string {
   return `0x${value.toString(16)}`;
 }
 
+/** Told of every range as it is mapped (`true`) or unmapped (`false`). */
+export type BusWatcher = (range: BusRange, mapped: boolean) => void;
+
 /** A sorted set of non-overlapping ranges with lookup by address. */
 export class Bus {
   #ranges: BusRange[] = [];
+  #watchers: BusWatcher[] = [];
 
   /** @param kind name of the address space for messages ("pio" or "mmio") */
   constructor(readonly kind: string) {}
@@ -53,6 +57,11 @@ export class Bus {
   /** Every registered range, sorted by base address. */
   get ranges(): readonly BusRange[] {
     return this.#ranges;
+  }
+
+  /** Call `watcher` for every range mapped from now on (and unmapped), after the change. */
+  watch(watcher: BusWatcher): void {
+    this.#watchers.push(watcher);
   }
 
   /**
@@ -80,6 +89,7 @@ export class Bus {
     }
     const range: BusRange = { base, size, name, device };
     this.#ranges.splice(i, 0, range);
+    for (const w of this.#watchers) w(range, true);
     return range;
   }
 
@@ -88,6 +98,7 @@ export class Bus {
     const i = this.#ranges.indexOf(range);
     if (i < 0) return false;
     this.#ranges.splice(i, 1);
+    for (const w of this.#watchers) w(range, false);
     return true;
   }
 

@@ -71,7 +71,7 @@ export async function runBareGuest(options: BareGuestOptions): Promise<BareGuest
         regs: { rip: BigInt(loadAddress), rflags: 2n, rsp: BigInt(loadAddress) },
       },
       dispatcher.doorbell,
-      dispatcher.postedPorts,
+      dispatcher.portMap,
     );
     dispatcher.add(vcpu.channel);
     dispatcher.start();

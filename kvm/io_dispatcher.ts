@@ -7,8 +7,9 @@
  * @module
  */
 
-import type { Bus } from "../devices/bus.ts";
+import type { Bus, BusRange } from "../devices/bus.ts";
 import { waitAtMost } from "./atomics_wait.ts";
+import { PORT_COUNT, PORT_MAP, PORT_MAP_BYTES, setPortBits } from "./port_map.ts";
 import {
   ACCESS,
   DOORBELL,
@@ -45,7 +46,10 @@ export const IDLE_RECHECK_MS = 20;
 export interface DispatchStats {
   /** Accesses handled. */
   accesses: number;
-  /** Accesses that hit no device. */
+  /**
+   * Accesses that hit no device here (a port access to nothing never gets
+   * here: its vCPU thread answers it, see port_map.ts).
+   */
   unclaimed: number;
   /** Device handlers that threw. */
   deviceErrors: number;
@@ -58,9 +62,13 @@ export class IoDispatcher {
   /** Running totals. */
   readonly stats: DispatchStats = { accesses: 0, unclaimed: 0, deviceErrors: 0 };
   readonly #bell = new Int32Array(this.doorbell);
-  /** One bit per I/O port: set where writes may be posted (see {@linkcode postPorts}). */
-  readonly postedPorts: SharedArrayBuffer = new SharedArrayBuffer(0x10000 / 8);
-  readonly #posted = new Uint8Array(this.postedPorts);
+  /**
+   * The port map the vCPU threads consult (see port_map.ts): where writes
+   * may be posted ({@linkcode postPorts}) and where a device is mapped on the
+   * port bus (kept up to date as ranges come and go).
+   */
+  readonly portMap: SharedArrayBuffer = new SharedArrayBuffer(PORT_MAP_BYTES);
+  readonly #ports = new Uint8Array(this.portMap);
   readonly #channels: VcpuChannel[] = [];
   readonly #logged = new Set<string>();
   #running = false;
@@ -75,6 +83,13 @@ export class IoDispatcher {
    */
   constructor(readonly pio: Bus, readonly mmio: Bus, readonly log: Logger = console.error) {
     this.#handle = (kind, address, data) => this.#dispatch(kind, address, data);
+    const claim = (range: BusRange, mapped: boolean) => {
+      if (range.base >= BigInt(PORT_COUNT)) return;
+      const size = Number(range.size < BigInt(PORT_COUNT) ? range.size : BigInt(PORT_COUNT));
+      setPortBits(this.#ports, PORT_MAP.CLAIMED, Number(range.base), size, mapped);
+    };
+    for (const range of pio.ranges) claim(range, true);
+    pio.watch(claim);
   }
 
   /** Start draining `channel` too. */
@@ -118,7 +133,7 @@ export class IoDispatcher {
    * ISA interrupt is edge-triggered, the config address register).
    */
   postPorts(base: number, count: number): void {
-    for (let p = base; p < base + count && p < 0x10000; p++) this.#posted[p >> 3] |= 1 << (p & 7);
+    setPortBits(this.#ports, PORT_MAP.POSTED, base, count, true);
   }
 
   /** Run the wait-drain loop in the background until {@linkcode stop}. */

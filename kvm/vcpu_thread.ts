@@ -76,7 +76,7 @@ export class VcpuThread {
     mmapSize: number,
     setup: VcpuSetup,
     doorbell: SharedArrayBuffer,
-    postedPorts: SharedArrayBuffer,
+    portMap: SharedArrayBuffer,
   ) {
     this.channel = VcpuChannel.create(doorbell);
     installKickHandler();
@@ -111,7 +111,7 @@ export class VcpuThread {
       setup,
       channel: this.channel.buffer,
       doorbell,
-      postedPorts,
+      portMap,
     };
     this.#worker.postMessage(init);
   }

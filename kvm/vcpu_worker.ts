@@ -11,6 +11,7 @@
 
 import { KVM_EXIT, KVM_EXIT_IO, KVM_EXIT_NAMES, KVM_SYSTEM_EVENT } from "./ioctls.ts";
 import { offsetOf } from "./layout.ts";
+import { PORT_MAP, portBit } from "./port_map.ts";
 import { kvmRun } from "./kvm_structs.ts";
 import { libc } from "./libc.ts";
 import { Vcpu } from "./vcpu.ts";
@@ -32,8 +33,8 @@ export interface VcpuInit {
   channel: SharedArrayBuffer;
   /** The VM's doorbell. */
   doorbell: SharedArrayBuffer;
-  /** Bitmap of the I/O ports whose writes may be posted (the rest are synchronous). */
-  postedPorts: SharedArrayBuffer;
+  /** The port map (see port_map.ts): posted writes, and where a device is mapped. */
+  portMap: SharedArrayBuffer;
 }
 
 /** Messages a vCPU worker posts to the VMM thread. */
@@ -65,7 +66,7 @@ function runVcpu(init: VcpuInit): VcpuExit {
   const channel = new VcpuChannel(init.channel, init.doorbell);
   const counters = channel.counters;
   const run = vcpu.run, bytes = vcpu.runBytes;
-  const posted = new Uint8Array(init.postedPorts);
+  const ports = new Uint8Array(init.portMap);
   self.postMessage(
     {
       type: "ready",
@@ -102,8 +103,15 @@ function runVcpu(init: VcpuInit): VcpuExit {
         const port = run.getUint16(RUN.ioPort, true);
         const count = run.getUint32(RUN.ioCount, true);
         const offset = run.getUint32(RUN.ioDataOffset, true);
-        if (run.getUint8(RUN.ioDirection) === KVM_EXIT_IO.OUT) {
-          if (posted[port >> 3] & (1 << (port & 7))) {
+        const out = run.getUint8(RUN.ioDirection) === KVM_EXIT_IO.OUT;
+        if (!portBit(ports, PORT_MAP.CLAIMED, port)) {
+          // Nothing there: answer as the bus would (all-ones, or drop the write) without a round trip.
+          if (!out) bytes.fill(0xff, offset, offset + count * size);
+          counters[out ? COUNTER.PIO_WRITE : COUNTER.PIO_READ]++;
+          break;
+        }
+        if (out) {
+          if (portBit(ports, PORT_MAP.POSTED, port)) {
             for (let i = 0; i < count; i++) {
               channel.post(ACCESS.PIO_WRITE, port, 0, bytes, offset + i * size, size);
             }

@@ -222,8 +222,11 @@ export class Machine {
     }));
     this.#dispatcher = new IoDispatcher(this.pio, this.mmio, (l) => log.warn(l));
     // Port writes are synchronous except where nothing can depend on their completion:
-    // POST codes, the COM1 registers (ISA IRQ 4 is edge-triggered), the config address register.
+    // POST codes, the COM1 registers (ISA IRQ 4 is edge-triggered), the CMOS index register (only
+    // the next data access, which waits for every posted write, sees it), the config address
+    // register.
     this.#dispatcher.postPorts(0x80, 1);
+    this.#dispatcher.postPorts(PORTS.RTC, 1);
     this.#dispatcher.postPorts(PORTS.COM1, UART_REGISTER_COUNT);
     this.#dispatcher.postPorts(PORTS.PCI_CONFIG_ADDRESS, 4);
   }
@@ -278,7 +281,7 @@ export class Machine {
         this.vm.vcpuMmapSize,
         this.#setups[i],
         this.#dispatcher.doorbell,
-        this.#dispatcher.postedPorts,
+        this.#dispatcher.portMap,
       );
       this.#dispatcher.add(t.channel);
       this.#vcpus.push(t);

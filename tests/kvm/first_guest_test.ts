@@ -39,3 +39,18 @@ Deno.test("first guest: real-mode program writes to COM1, answers an IN, drives 
   assertEquals(dev.writes, [[0, 4, 0x12345678], [8, 4, 0xcafef00e], [0x11, 1, 0x5a]]);
   assertEquals(dev.reads, [[4, 4], [0x10, 1]]);
 });
+
+Deno.test("port accesses to nothing are answered in the vCPU thread: all-ones reads, dropped writes", async () => {
+  const code = await assemble(new URL("./guests/unclaimed_ports.asm", import.meta.url));
+  const log: number[] = [];
+  const pio = new Bus("pio");
+  pio.register(0xe9n, 1n, { read: (_o, d) => d.fill(0), write: (_o, d) => log.push(d[0]) }, "log");
+
+  const { exit, accesses } = await runBareGuest({ code, pio });
+
+  assertEquals(exit.kind, "hlt");
+  // byte, word (2 bytes), dword (low and high byte), rep insb (2 bytes): all 0xff
+  assertEquals(log, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+  // Only the seven writes to the log device reached the VMM thread.
+  assertEquals(accesses, 7);
+});
