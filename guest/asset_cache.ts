@@ -15,6 +15,24 @@ export async function sha256Hex(data: Uint8Array | string): Promise<string> {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/**
+ * Store `data` (bytes, or a string as UTF-8) at `path` through a temporary
+ * file beside it and a rename, creating the directory: readers never see a
+ * partial file. Throws if it cannot (the temporary file is removed).
+ */
+export async function writeFileAtomically(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  try {
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+    else await Deno.writeFile(tmp, data);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
 /** A cheap identity of a host file for cache keys: path, size and mtime. */
 export async function fileStamp(path: string): Promise<string> {
   const st = await Deno.stat(path);
@@ -40,10 +58,6 @@ export async function cachedAsset(
   } catch {
     // not built yet
   }
-  const data = await build();
-  await Deno.mkdir(dir, { recursive: true });
-  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-  await Deno.writeFile(tmp, data);
-  await Deno.rename(tmp, path);
+  await writeFileAtomically(path, await build());
   return path;
 }

@@ -21,6 +21,7 @@
  * @module
  */
 
+import { writeFileAtomically } from "./asset_cache.ts";
 import { dvmmCacheDir } from "./cache_dir.ts";
 import { runHostTool } from "./host_tool.ts";
 
@@ -128,12 +129,7 @@ async function cachedKernelPackage(kernelsDir: string): Promise<string> {
     }
   }
   const pkg = await currentKernelPackage();
-  if (stamp) {
-    await Deno.mkdir(kernelsDir, { recursive: true });
-    const tmp = `${memo}.${crypto.randomUUID()}.tmp`;
-    await Deno.writeTextFile(tmp, JSON.stringify({ stamp, package: pkg }) + "\n");
-    await Deno.rename(tmp, memo);
-  }
+  if (stamp) await writeFileAtomically(memo, JSON.stringify({ stamp, package: pkg }) + "\n");
   return pkg;
 }
 

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { sha256Hex } from "./asset_cache.ts";
+import { sha256Hex, writeFileAtomically } from "./asset_cache.ts";
 import { dvmmCacheDir } from "./cache_dir.ts";
 import type { KernelAssets } from "./debian_kernel.ts";
 import { type Compression, decompress, detectCompression } from "./decompress.ts";
@@ -141,7 +141,8 @@ export async function cachedVmlinux(
   }
   const digest = await shortHash(image);
   const path = `${dir}/${digest}.boot.elf`;
-  const remember = () => index && writeAtomically(index, new TextEncoder().encode(digest));
+  // Best effort: without the index entry the next boot hashes the image again.
+  const remember = () => index && writeFileAtomically(index, digest).catch(() => {});
   const hit = mapCached(path);
   if (hit) {
     await remember();
@@ -175,20 +176,6 @@ function mapCached(path: string): CachedVmlinux | undefined {
     // not cached
   }
   return undefined;
-}
-
-/** Store `bytes` at `path` through a temporary file and a rename; best effort (false on failure). */
-async function writeAtomically(path: string, bytes: Uint8Array): Promise<boolean> {
-  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-  try {
-    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
-    await Deno.writeFile(tmp, bytes);
-    await Deno.rename(tmp, path);
-    return true;
-  } catch {
-    await Deno.remove(tmp).catch(() => {});
-    return false;
-  }
 }
 
 /** The first 16 bytes of the SHA-256 of `data` (a string as UTF-8), in hex: cache file names. */
