@@ -9,7 +9,7 @@
 
 import type { Bus, BusRange } from "../devices/bus.ts";
 import { waitAtMost } from "./atomics_wait.ts";
-import { PORT_COUNT, PORT_MAP, PORT_MAP_BYTES, setPortBits } from "./port_map.ts";
+import { PORT_MAP, PORT_MAP_BYTES, setPortBits } from "./port_map.ts";
 import {
   ACCESS,
   DOORBELL,
@@ -83,11 +83,9 @@ export class IoDispatcher {
    */
   constructor(readonly pio: Bus, readonly mmio: Bus, readonly log: Logger = console.error) {
     this.#handle = (kind, address, data) => this.#dispatch(kind, address, data);
-    const claim = (range: BusRange, mapped: boolean) => {
-      if (range.base >= BigInt(PORT_COUNT)) return;
-      const size = Number(range.size < BigInt(PORT_COUNT) ? range.size : BigInt(PORT_COUNT));
-      setPortBits(this.#ports, PORT_MAP.CLAIMED, Number(range.base), size, mapped);
-    };
+    // setPortBits clips to the port space (a range on the port bus may lie past it).
+    const claim = (range: BusRange, mapped: boolean) =>
+      setPortBits(this.#ports, PORT_MAP.CLAIMED, Number(range.base), Number(range.size), mapped);
     for (const range of pio.ranges) claim(range, true);
     pio.watch(claim);
   }

@@ -118,6 +118,11 @@ export function drainPostedInOrder(
   return n;
 }
 
+/** Byte offset of the ring entry at (wrapping) ring position `position`. */
+function entryAt(position: number): number {
+  return RING + (position & (RING_ENTRIES - 1)) * ENTRY;
+}
+
 /** Both ends of a vCPU channel over one SharedArrayBuffer. */
 export class VcpuChannel {
   readonly #words: Int32Array;
@@ -159,7 +164,7 @@ export class VcpuChannel {
       this.#ring(true); // full: the VMM thread must drain now
       Atomics.wait(w, W.TAIL, tail, 100);
     }
-    const at = RING + (head & (RING_ENTRIES - 1)) * ENTRY;
+    const at = entryAt(head);
     const e = at >> 2;
     w[e] = kind | (size << 8);
     w[e + 1] = lo;
@@ -294,14 +299,14 @@ export class VcpuChannel {
 
   /** VMM: the ticket of the next posted write (call only when {@linkcode hasPosted}). */
   nextTicket(): number {
-    return this.#words[((RING + (this.#drainTail() & (RING_ENTRIES - 1)) * ENTRY) >> 2) + 3];
+    return this.#words[(entryAt(this.#drainTail()) >> 2) + 3];
   }
 
   /** VMM: apply the next posted write (call only when {@linkcode hasPosted}). */
   applyPosted(handle: AccessHandler): void {
     const w = this.#words;
     const tail = this.#drainTail();
-    const at = RING + (tail & (RING_ENTRIES - 1)) * ENTRY;
+    const at = entryAt(tail);
     const e = at >> 2;
     const kind = w[e] & 0xff, size = (w[e] >> 8) & 0xff;
     const address = (BigInt(w[e + 2] >>> 0) << 32n) | BigInt(w[e + 1] >>> 0);

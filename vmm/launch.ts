@@ -134,7 +134,7 @@ export async function loadDevices(
   if (!specs?.length) return [];
   registry ??= await builtinRegistry();
   const out: MachineDevice[] = [];
-  for (const d of specs ?? []) {
+  for (const d of specs) {
     const p = d.trusted
       ? await registry.load(d.plugin)
       : await registry.loadSandboxed(d.plugin, sandbox);
