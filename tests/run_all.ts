@@ -7,7 +7,7 @@
  * @module
  */
 
-import { addCounts, NO_TESTS } from "./runner/junit.ts";
+import { addCounts, failureExcerpt, NO_TESTS } from "./runner/junit.ts";
 import { ensureHostPackages } from "../lab/host_packages.ts";
 import { defaultGuestPaths } from "../vmm/demo.ts";
 import { runHostSuite, runKvmSuite, type SuiteResult } from "./runner/suites.ts";
@@ -24,6 +24,14 @@ if (!only || only === "lab") {
   suites.push(await runKvmSuite(["tests/kvm"]));
 }
 
+// Why each test failed, just above the summary: CI logs are often read from the end.
+for (const s of suites) {
+  for (const f of s.counts.failures) {
+    console.log(`\n== why "${f.name}" failed (end of its message) ==`);
+    for (const line of failureExcerpt(f.message)) console.log(`  ${line}`);
+  }
+}
+
 let total = NO_TESTS;
 let ok = true;
 console.log("\n== dvmm test summary ==");
@@ -34,7 +42,7 @@ for (const s of suites) {
       s.seconds.toFixed(0)
     } s)`,
   );
-  for (const f of c.failures) console.log(`  FAILED  ${f}`);
+  for (const f of c.failures) console.log(`  FAILED  ${f.name}`);
   for (const f of c.skippedNames) console.log(`  SKIPPED ${f}`);
   if (s.status !== 0 || c.failed > 0) ok = false;
   total = addCounts(total, c);

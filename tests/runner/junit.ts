@@ -14,10 +14,18 @@ export interface TestCounts {
   failed: number;
   /** Tests that were ignored/skipped. */
   skipped: number;
-  /** Names of the failed tests. */
-  failures: string[];
+  /** The failed tests, each with why it failed. */
+  failures: TestFailure[];
   /** Names of the skipped tests. */
   skippedNames: string[];
+}
+
+/** One failed test case. */
+export interface TestFailure {
+  /** The test's name. */
+  name: string;
+  /** The failure message deno recorded (without the stack), or a line saying why there is none. */
+  message: string;
 }
 
 /** Count the test cases of a JUnit XML document. */
@@ -27,9 +35,11 @@ export function countJunit(xml: string): TestCounts {
   for (const m of xml.matchAll(re)) {
     const name = /\bname="([^"]*)"/.exec(m[1])?.[1] ?? "?";
     const body = m[3] ?? "";
-    if (/<(failure|error)\b/.test(body)) {
+    const failure = /<(?:failure|error)\b([^>]*)>/.exec(body);
+    if (failure) {
       counts.failed++;
-      counts.failures.push(unescape(name));
+      const message = /\bmessage="([^"]*)"/.exec(failure[1])?.[1] ?? "";
+      counts.failures.push({ name: unescape(name), message: unescape(message) });
     } else if (/<skipped\b/.test(body)) {
       counts.skipped++;
       counts.skippedNames.push(unescape(name));
@@ -64,4 +74,13 @@ function unescape(s: string): string {
     "'",
   )
     .replaceAll("&amp;", "&");
+}
+
+/**
+ * The last `maxLines` non-blank lines of a failure message, each cut to `width`: the end of a
+ * message is where an assertion on a long output says what was expected.
+ */
+export function failureExcerpt(message: string, maxLines = 12, width = 160): string[] {
+  const lines = message.split("\n").map((l) => l.trimEnd()).filter((l) => l.trim() !== "");
+  return lines.slice(-maxLines).map((l) => l.length > width ? `${l.slice(0, width - 1)}…` : l);
 }

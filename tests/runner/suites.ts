@@ -40,7 +40,7 @@ const missing = (name: string): TestCounts => ({
   passed: 0,
   failed: 1,
   skipped: 0,
-  failures: [`${name}: no test report (the runner crashed or timed out)`],
+  failures: [{ name, message: "no test report: the runner crashed or timed out" }],
   skippedNames: [],
 });
 
