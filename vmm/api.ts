@@ -124,6 +124,7 @@ export async function startVm(input: VmConfigInput, options: StartVmOptions = {}
     console.feed(bytes);
   }, options.log ?? nullLogger);
   late.machine = machine;
+  console.diagnose = () => machine.describe();
   let socket: ControlSocket | undefined;
   if (config.api.enabled && config.api.socket) {
     try {

@@ -60,6 +60,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<MachineExit> {
     console.feed(b);
   });
   late.machine = machine;
+  console.diagnose = () => machine.describe();
   const t0 = performance.now();
   machine.start();
   const ended = machine.exited.then((e) => {

@@ -13,9 +13,13 @@ export class ConsoleTimeoutError extends Error {
    * @param what what was awaited
    * @param timeoutMs how long
    * @param tail the last output seen
+   * @param report where the machine stood at the timeout (see {@linkcode GuestConsole.diagnose})
    */
-  constructor(what: string, timeoutMs: number, readonly tail: string) {
-    super(`console: ${what} not seen within ${timeoutMs} ms; last output:\n${tail}`);
+  constructor(what: string, timeoutMs: number, readonly tail: string, readonly report = "") {
+    super(
+      `console: ${what} not seen within ${timeoutMs} ms; last output:\n${tail}` +
+        (report ? `\n-- machine at the timeout --\n${report}` : ""),
+    );
     this.name = "ConsoleTimeoutError";
   }
 }
@@ -43,6 +47,13 @@ export class GuestConsole {
   #commands = 0;
 
   /**
+   * Where the machine stands (a stall report, such as `Machine.describe`),
+   * added to every {@linkcode ConsoleTimeoutError}: it tells a guest that is
+   * stuck from one whose console stopped, and a slow one from both.
+   */
+  diagnose?: () => string;
+
+  /**
    * A console that types into the guest with `send`.
    * @param send delivers bytes to the guest (returns how many it took)
    */
@@ -67,7 +78,14 @@ export class GuestConsole {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#waiters = this.#waiters.filter((w) => w !== waiter);
-        reject(new ConsoleTimeoutError(String(pattern), timeoutMs, this.#text.slice(-2000)));
+        reject(
+          new ConsoleTimeoutError(
+            String(pattern),
+            timeoutMs,
+            this.#text.slice(-2000),
+            this.#report(),
+          ),
+        );
       }, timeoutMs);
       const waiter: Waiter = {
         pattern,
@@ -103,6 +121,14 @@ export class GuestConsole {
     const end = text.lastIndexOf(`dvmm-e${n}:`);
     const status = Number(/dvmm-e\d+:(\d+)/.exec(text.slice(end))![1]);
     return { output: text.slice(begin + `dvmm-b${n}\n`.length, end), status };
+  }
+
+  #report(): string {
+    try {
+      return this.diagnose?.() ?? "";
+    } catch (e) {
+      return `(no report: ${e instanceof Error ? e.message : String(e)})`;
+    }
   }
 
   #check(): void {

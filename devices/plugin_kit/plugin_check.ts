@@ -90,6 +90,7 @@ export async function runPluginCheck(opts: PluginCheckOptions): Promise<PluginCh
     (b) => console?.feed(b),
     log,
   );
+  console.diagnose = () => machine.describe();
   machine.start();
   let bdf: string | undefined;
   try {

@@ -19,7 +19,7 @@
  */
 import { ok, strictEqual } from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { GuestConsole } from "../../vmm/guest_console.ts";
+import { ConsoleTimeoutError, GuestConsole } from "../../vmm/guest_console.ts";
 import { GUEST_INIT_MARKER } from "../../guest/initramfs.ts";
 import { SHELL_PROMPT } from "../../vmm/demo.ts";
 import { checkExt2, makeExt2Image, readExt2File } from "./ext2_image.ts";
@@ -77,7 +77,18 @@ class CliGuest {
           `\nconsole:\n${this.console.output.slice(-2000)}`,
       );
     });
-    return await Promise.race([step, ended]);
+    try {
+      return await Promise.race([step, ended]);
+    } catch (e) {
+      if (!(e instanceof ConsoleTimeoutError)) throw e;
+      // A stuck guest: dvmm prints its stall report on SIGUSR1; end it and add what it said.
+      try {
+        this.child.kill("SIGUSR1");
+      } catch { /* already gone */ }
+      await new Promise((r) => setTimeout(r, 1500));
+      await this.close();
+      throw new Error(`${e.message}\ndvmm's stderr:\n${await this.#stderr}`, { cause: e });
+    }
   }
 
   /** Kill dvmm if it still runs and collect its output. */

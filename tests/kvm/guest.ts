@@ -39,6 +39,7 @@ export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<Test
     if (Deno.env.get("DVMM_DEBUG")) Deno.stdout.writeSync(b);
   }, log);
   late.machine = machine;
+  console.diagnose = () => machine.describe();
   machine.start();
   // A guest that ends before its shell (a panic, say) fails the boot at once, with its console.
   const ended = machine.exited.then((exit) => {
