@@ -34,6 +34,7 @@
 import type { BusDevice } from "./bus.ts";
 import type { IrqLine } from "./irq.ts";
 import { readBytewise, writeBytewise } from "./byte_access.ts";
+import { RegisterTrace } from "./register_trace.ts";
 
 /** Register offsets from the UART's base port (DLAB = LCR bit 7 selects DLL/DLM at 0/1). */
 export const UartReg = {
@@ -162,6 +163,23 @@ export const Msr = {
   DCD: 0x80,
 } as const;
 
+/** Events in the UART's register trace ({@linkcode Serial8250.traceReport}). */
+export const UartTraceOp = {
+  /** The guest read a register (value: what it got). */
+  READ: 0,
+  /** The guest wrote a register. */
+  WRITE: 1,
+  /** Host input queued (value: bytes taken). */
+  INPUT: 2,
+  /** A receive FIFO reset dropped bytes (value: how many). */
+  DROP: 3,
+  /** The IRQ line changed (value: the new level). */
+  IRQ: 4,
+} as const;
+
+const READ_NAMES = ["RBR", "IER", "IIR", "LCR", "MCR", "LSR", "MSR", "SCR"];
+const WRITE_NAMES = ["THR", "IER", "FCR", "LCR", "MCR", "LSR", "MSR", "SCR"];
+
 /** Capacity of the host input backlog, in bytes. */
 export const SERIAL_INPUT_CAPACITY = 4096;
 
@@ -224,6 +242,7 @@ export class Serial8250 implements BusDevice {
   #backlogLength = 0;
   #inputBlocked = false;
   #irqLevel = false;
+  readonly #trace = new RegisterTrace();
 
   /**
    * Create a UART in its power-on state (FIFOs off, interrupts off, divisor 12).
@@ -279,6 +298,7 @@ export class Serial8250 implements BusDevice {
       this.#backlogLength++;
     }
     if (accepted < bytes.length) this.#inputBlocked = true;
+    this.#trace.record(UartTraceOp.INPUT, 0, accepted);
     this.#receiveFromBacklog();
     this.#updateIrq();
     return accepted;
@@ -294,15 +314,38 @@ export class Serial8250 implements BusDevice {
     ].join(" ");
   }
 
+  /**
+   * The last register accesses and events, oldest first, runs folded
+   * (`R LSR=0x60 x57`), with their time since the UART was made: tells a
+   * guest that stopped reading input from one whose interrupt went missing.
+   */
+  traceReport(): string {
+    return this.#trace.entries().map((e) => {
+      const hex = `0x${e.value.toString(16).padStart(2, "0")}`;
+      const what = e.op === UartTraceOp.READ
+        ? `R ${READ_NAMES[e.reg]}=${hex}`
+        : e.op === UartTraceOp.WRITE
+        ? `W ${WRITE_NAMES[e.reg]}=${hex}`
+        : e.op === UartTraceOp.INPUT
+        ? `input ${e.value}`
+        : e.op === UartTraceOp.DROP
+        ? `FIFO reset dropped ${e.value}`
+        : `irq ${e.value}`;
+      return `+${(e.atMs / 1000).toFixed(3)}s ${what}${e.count > 1 ? ` x${e.count}` : ""}`;
+    }).join("\n");
+  }
+
   /** Read `data.length` byte registers starting at `offset`. */
   read(offset: number, data: Uint8Array): void {
     readBytewise(offset, data, UART_REGISTER_COUNT, (at) => this.#readRegister(at));
+    this.#trace.record(UartTraceOp.READ, offset & 7, data[0] ?? 0xff);
     this.#afterAccess();
   }
 
   /** Write `data.length` byte registers starting at `offset`. */
   write(offset: number, data: Uint8Array): void {
     writeBytewise(offset, data, UART_REGISTER_COUNT, (at, value) => this.#writeRegister(at, value));
+    this.#trace.record(UartTraceOp.WRITE, offset & 7, data[0] ?? 0);
     this.#afterAccess();
   }
 
@@ -399,12 +442,12 @@ export class Serial8250 implements BusDevice {
 
   #writeFcr(value: number): void {
     const enable = (value & Fcr.ENABLE_FIFO) !== 0;
-    if (enable !== this.#fifoEnabled) {
+    if (enable !== this.#fifoEnabled || (value & Fcr.CLEAR_RCVR)) {
       // Switching FIFO mode resets both FIFOs.
+      if (this.#rxFifo.length > 0) this.#trace.record(UartTraceOp.DROP, 0, this.#rxFifo.length);
       this.#rxFifo = [];
       this.#fifoEnabled = enable;
     }
-    if (value & Fcr.CLEAR_RCVR) this.#rxFifo = [];
     // Transmit FIFO is always empty; CLEAR_XMIT has nothing to do.
     this.#rxTrigger = value & Fcr.TRIGGER_MASK;
     this.#receiveFromBacklog();
@@ -484,6 +527,7 @@ export class Serial8250 implements BusDevice {
     const level = gate && this.#pendingInterrupt() !== Iir.NO_INT;
     if (level !== this.#irqLevel) {
       this.#irqLevel = level;
+      this.#trace.record(UartTraceOp.IRQ, 0, level ? 1 : 0);
       this.#irq.set(level);
     }
   }

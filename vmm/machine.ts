@@ -350,6 +350,8 @@ export class Machine {
       `machine ${this.#state} up ${(this.uptimeMs / 1000).toFixed(1)} s`,
       ...this.#dispatcher.describe(),
       `COM1: ${this.serial.describe()}`,
+      `COM1 trace (last accesses, oldest first):`,
+      ...this.serial.traceReport().split("\n").map((l) => `  ${l}`),
     ];
     try {
       const ioapic = this.vm.ioapicState();

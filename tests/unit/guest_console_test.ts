@@ -12,7 +12,7 @@ Deno.test("a console timeout carries the output's tail and the machine's report"
   assert.ok(e instanceof ConsoleTimeoutError);
   assert.equal(e.tail, "init reached\r\n");
   assert.equal(e.report, "vcpu0: RUNNING\nCOM1: IER=0x05");
-  assert.match(e.message, /\/ #  not seen within 20 ms; last output:\ninit reached/);
+  assert.match(e.message, /\/ # {2}not seen within 20 ms; last output:\ninit reached/);
   assert.match(e.message, /-- machine at the timeout --\nvcpu0: RUNNING\nCOM1: IER=0x05$/);
 });
 
