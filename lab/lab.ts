@@ -40,6 +40,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { ensureKernel, type KernelAssets } from "../guest/debian_kernel.ts";
 import { findOnPath, HostToolMissingError } from "../guest/host_tool.ts";
 import { ensureVmlinux } from "../guest/vmlinux.ts";
@@ -106,9 +107,15 @@ export class LabTimeoutError extends LabError {
    * @param console the L1 console log so far
    * @param output the command output captured so far
    */
-  constructor(readonly timeoutMs: number, console: string, output: string) {
+  constructor(
+    readonly timeoutMs: number,
+    console: string,
+    output: string,
+    readonly started = true,
+  ) {
     super(
       `lab: command did not finish within ${timeoutMs} ms; QEMU was killed.` +
+        (started ? "" : " The command never started: the L1 did not finish booting.") +
         tail("output so far", output) + tail("L1 console", console),
       console,
       output,
@@ -283,10 +290,41 @@ function commandScript(command: string, cwd: string, env: Record<string, string>
   });
   return [
     ...lines,
+    ...kvmPinLines(),
     `cd ${shellQuote(cwd)} || exit 125`,
     command,
     "",
   ].join("\n");
+}
+
+/** Where the L1 KVM pin (l1_kvm_pin.ts) says it holds its VM. */
+export const KVM_PIN_READY = "/run/lab/kvm_pinned";
+
+/**
+ * Shell lines that start the L1 KVM pin in the background and wait (up to
+ * 20 s) until it holds its VM: see l1_kvm_pin.ts for why. Its output goes to
+ * /run/lab/kvm_pin.log, never to the command's. Nothing when the script is not
+ * on disk (a compiled dvmm: the lab then runs without the pin).
+ */
+function kvmPinLines(): string[] {
+  const url = new URL("./l1_kvm_pin.ts", import.meta.url);
+  if (url.protocol !== "file:") return [];
+  const pin = fileURLToPath(url);
+  try {
+    Deno.statSync(pin);
+  } catch {
+    return [];
+  }
+  const deno = [Deno.execPath(), "run", "-A", "--no-check", "--cached-only", "--no-config"];
+  const start = [...deno, "--no-lock", pin, KVM_PIN_READY].map(shellQuote).join(" ");
+  return [
+    `(cd / && exec ${start}) </dev/null >/run/lab/kvm_pin.log 2>&1 &`,
+    `_pin=$!; _i=0`,
+    `while [ ! -s ${KVM_PIN_READY} ] && kill -0 $_pin 2>/dev/null && [ $_i -lt 400 ]; do`,
+    `  sleep 0.05; _i=$((_i + 1))`,
+    `done`,
+    `unset _pin _i`,
+  ];
 }
 
 interface QemuConfig {
@@ -395,7 +433,9 @@ async function supervise(
     const durationMs = performance.now() - started;
     const output = new TextDecoder().decode(concatAll(chunks));
     const console = await Deno.readTextFile(consoleLog).catch(() => "");
-    if (killedFor === "timeout") throw new LabTimeoutError(timeoutMs, console, output);
+    if (killedFor === "timeout") {
+      throw new LabTimeoutError(timeoutMs, console, output, parser.state !== "booting");
+    }
     if (killedFor === "wedged") throw new LabWedgedError(stuckSeconds, console, output);
     if (killedFor === "abort") {
       throw opts.signal?.reason ?? new LabError("lab: aborted", console, output);

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  KVM_PIN_READY,
   labDenoCommand,
   LabTimeoutError,
   LabWedgedError,
@@ -13,11 +14,13 @@ import {
 
 const repo = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
-Deno.test("lab has a working /dev/kvm with nested paging and reports status and output exactly", async () => {
+Deno.test("lab has a working /dev/kvm with nested paging, a pinned idle VM, and reports status and output exactly", async () => {
   const r = await runInLab(
     [
       "stat -c '%F %t:%T' /dev/kvm",
       "dmesg | grep -c 'SVM: kvm: Nested Paging enabled'",
+      // The KVM pin (lab/l1_kvm_pin.ts) holds a VM with one vCPU for the whole command.
+      `ls -l /proc/$(cat ${KVM_PIN_READY})/fd | grep -c -e 'kvm-vm' -e 'kvm-vcpu'`,
       "printf 'to stderr\\n' >&2",
       "pwd",
       "printf 'no newline'",
@@ -29,7 +32,7 @@ Deno.test("lab has a working /dev/kvm with nested paging and reports status and 
   assert.equal(r.status, 3);
   assert.equal(
     r.output,
-    `character special file a:e8\n1\nto stderr\n${repo}\nno newline`,
+    `character special file a:e8\n1\n2\nto stderr\n${repo}\nno newline`,
   );
   assert.ok(!r.output.includes("LABMARK"));
 });
