@@ -297,8 +297,11 @@ function commandScript(command: string, cwd: string, env: Record<string, string>
   ].join("\n");
 }
 
-/** Where the L1 KVM pin (l1_kvm_pin.ts) says it holds its VM. */
+/** Where the L1 KVM pin (l1_kvm_pin.ts) says it holds its VM (its pid). */
 export const KVM_PIN_READY = "/run/lab/kvm_pinned";
+
+/** Written (with its exit status) if the L1 KVM pin ends: it failed. */
+const KVM_PIN_ENDED = "/run/lab/kvm_pin.ended";
 
 /**
  * Shell lines that start the L1 KVM pin in the background and wait (up to
@@ -317,13 +320,15 @@ function kvmPinLines(): string[] {
   }
   const deno = [Deno.execPath(), "run", "-A", "--no-check", "--cached-only", "--no-config"];
   const start = [...deno, "--no-lock", pin, KVM_PIN_READY].map(shellQuote).join(" ");
+  // Started from a subshell that exits at once: the pin is no job of the command's shell (a
+  // plain `wait` in the command must not wait for it).
   return [
-    `(cd / && exec ${start}) </dev/null >/run/lab/kvm_pin.log 2>&1 &`,
-    `_pin=$!; _i=0`,
-    `while [ ! -s ${KVM_PIN_READY} ] && kill -0 $_pin 2>/dev/null && [ $_i -lt 400 ]; do`,
+    `( (cd / && ${start}; echo $? >${KVM_PIN_ENDED}) </dev/null >/run/lab/kvm_pin.log 2>&1 & )`,
+    `_i=0`,
+    `while [ ! -s ${KVM_PIN_READY} ] && [ ! -e ${KVM_PIN_ENDED} ] && [ $_i -lt 400 ]; do`,
     `  sleep 0.05; _i=$((_i + 1))`,
     `done`,
-    `unset _pin _i`,
+    `unset _i`,
   ];
 }
 

@@ -21,6 +21,8 @@ Deno.test("lab has a working /dev/kvm with nested paging, a pinned idle VM, and 
       "dmesg | grep -c 'SVM: kvm: Nested Paging enabled'",
       // The KVM pin (lab/l1_kvm_pin.ts) holds a VM with one vCPU for the whole command.
       `ls -l /proc/$(cat ${KVM_PIN_READY})/fd | grep -c -e 'kvm-vm' -e 'kvm-vcpu'`,
+      // ...and is no job of the command's shell: a plain wait returns.
+      "sleep 0.1 & wait; echo waited",
       "printf 'to stderr\\n' >&2",
       "pwd",
       "printf 'no newline'",
@@ -32,7 +34,7 @@ Deno.test("lab has a working /dev/kvm with nested paging, a pinned idle VM, and 
   assert.equal(r.status, 3);
   assert.equal(
     r.output,
-    `character special file a:e8\n1\n2\nto stderr\n${repo}\nno newline`,
+    `character special file a:e8\n1\n2\nwaited\nto stderr\n${repo}\nno newline`,
   );
   assert.ok(!r.output.includes("LABMARK"));
 });
