@@ -35,15 +35,16 @@ const WORKER_URL = new URL("./vcpu_worker.ts", import.meta.url);
 const prestarted: Worker[] = [];
 
 /**
- * Start `count` vCPU workers now, so that their JavaScript loads while the
- * VMM is still reading the kernel and building the machine (a worker is a
- * new isolate: its start-up is a good part of the time to first guest
- * instruction). The next {@linkcode VcpuThread}s take them. An idle
- * prestarted worker keeps the process alive: call
- * {@linkcode releasePrestartedVcpuWorkers} if no machine will take them.
+ * Have `count` vCPU workers started ahead of time (start as many as are
+ * missing), so that their JavaScript loads while the VMM is still reading
+ * the kernel and building the machine (a worker is a new isolate: its
+ * start-up is a good part of the time to first guest instruction). The next
+ * {@linkcode VcpuThread}s take them. An idle prestarted worker keeps the
+ * process alive: call {@linkcode releasePrestartedVcpuWorkers} if no machine
+ * will take them.
  */
 export function prestartVcpuWorkers(count: number): void {
-  for (let i = 0; i < count; i++) {
+  while (prestarted.length < count) {
     prestarted.push(new Worker(WORKER_URL, { type: "module" }));
   }
 }
