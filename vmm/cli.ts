@@ -25,8 +25,7 @@ const VM_VERBS = [
 /** dvmm's version. */
 export const VERSION = "0.1.0";
 
-/** The dvmm command line program (commander), every command registered. */
-export function program(): Command {
+function program(): Command {
   const cli = new Command()
     .name("dvmm")
     .description("A KVM virtual machine monitor in TypeScript")
