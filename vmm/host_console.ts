@@ -80,33 +80,58 @@ export class EscapeFilter {
 export interface InputPump {
   /** Stop reading and restore the terminal mode. */
   stop(): void;
+  /** Where the pump stands, for a stall report: bytes forwarded, and reading, at EOF or failed. */
+  describe(): string;
 }
+
+/** How long the pump waits before reading again after a transient error (EAGAIN, EINTR). */
+const RETRY_READ_MS = 20;
 
 /**
  * Read host stdin and hand it to `send` (which returns how many bytes it
  * took; the rest is offered again shortly). On a TTY the terminal is put in
- * raw mode and `Ctrl-A x` calls `onQuit`.
+ * raw mode and `Ctrl-A x` calls `onQuit`. A transient read error (a
+ * non-blocking stdin's EAGAIN, an interrupted read) is retried; any other
+ * error ends the pump and is reported once through `log`, never silently.
  */
-export function pumpStdin(send: (bytes: Uint8Array) => number, onQuit: () => void): InputPump {
+export function pumpStdin(
+  send: (bytes: Uint8Array) => number,
+  onQuit: () => void,
+  log: (line: string) => void = (l) => console.error(l),
+): InputPump {
   const tty = Deno.stdin.isTerminal();
   let stopped = false;
+  let forwarded = 0;
+  let state = "reading";
   if (tty) Deno.stdin.setRaw(true, { cbreak: false });
   const escape = new EscapeFilter(onQuit);
   (async () => {
     const buf = new Uint8Array(4096);
-    try {
-      while (!stopped) {
-        const n = await Deno.stdin.read(buf);
-        if (n === null) return; // EOF: the guest keeps running without input
-        let data = tty ? escape.filter(buf.subarray(0, n)) : buf.slice(0, n);
-        while (data.length && !stopped) {
-          const taken = send(data);
-          data = data.subarray(taken);
-          if (data.length) await new Promise((r) => setTimeout(r, 5));
+    while (!stopped) {
+      let n: number | null;
+      try {
+        n = await Deno.stdin.read(buf);
+      } catch (e) {
+        if (e instanceof Deno.errors.WouldBlock || e instanceof Deno.errors.Interrupted) {
+          await new Promise((r) => setTimeout(r, RETRY_READ_MS));
+          continue;
         }
+        if (stopped) return;
+        state = `failed: ${e instanceof Error ? e.message : String(e)}`;
+        log(`dvmm: reading stdin failed (${state.slice(8)}); input no longer reaches the guest`);
+        return;
       }
-    } catch {
-      // stdin closed under us: nothing more to read
+      if (n === null) { // EOF: the guest keeps running without input
+        state = "at EOF";
+        return;
+      }
+      let data = tty ? escape.filter(buf.subarray(0, n)) : buf.slice(0, n);
+      while (data.length && !stopped) {
+        const taken = send(data);
+        forwarded += taken;
+        data = data.subarray(taken);
+        if (data.length) await new Promise((r) => setTimeout(r, 5));
+      }
     }
   })();
   return {
@@ -118,5 +143,6 @@ export function pumpStdin(send: (bytes: Uint8Array) => number, onQuit: () => voi
         } catch { /* not a terminal any more */ }
       }
     },
+    describe: () => `stdin ${tty ? "(terminal) " : ""}${state}, ${forwarded} bytes forwarded`,
   };
 }

@@ -261,7 +261,10 @@ export async function runOnTerminal(config: VmConfig): Promise<MachineExit> {
   Deno.addSignalListener("SIGINT", stopOnSignal);
   Deno.addSignalListener("SIGTERM", stopOnSignal);
   // `kill -USR1 <pid>`: report where the machine stands, on stderr, and go on.
-  const describe = () => console.error(`\r\n${machine.describe().replaceAll("\n", "\r\n")}\r`);
+  const describe = () => {
+    const report = `${machine.describe()}\nhost ${input.describe()}`;
+    console.error(`\r\n${report.replaceAll("\n", "\r\n")}\r`);
+  };
   Deno.addSignalListener("SIGUSR1", describe);
   try {
     return await machine.exited;

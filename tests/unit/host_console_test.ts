@@ -21,3 +21,25 @@ Deno.test("output batcher writes one burst per microtask, in order", async () =>
   await Promise.resolve();
   deepStrictEqual(writes, ["hello"]);
 });
+
+Deno.test("the stdin pump forwards piped input and reports EOF and the byte count", async () => {
+  const pump = new URL("../../vmm/host_console.ts", import.meta.url).href;
+  const script = `
+    import { pumpStdin } from ${JSON.stringify(pump)};
+    const got = [];
+    const p = pumpStdin((b) => { got.push(...b); return b.length; }, () => {});
+    while (!p.describe().includes("EOF")) await new Promise((r) => setTimeout(r, 5));
+    console.log(new TextDecoder().decode(Uint8Array.from(got)) + "|" + p.describe());
+  `;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", script],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode("poweroff -f\n"));
+  await w.close();
+  const out = new TextDecoder().decode((await child.output()).stdout);
+  strictEqual(out, "poweroff -f\n|stdin at EOF, 12 bytes forwarded\n");
+});
