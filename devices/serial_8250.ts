@@ -243,6 +243,10 @@ export class Serial8250 implements BusDevice {
   #inputBlocked = false;
   #irqLevel = false;
   readonly #trace = new RegisterTrace();
+  readonly #createdAt = performance.now();
+  /** Host input taken so far, and when the last of it came (ms since creation). */
+  #inputTotal = 0;
+  #lastInputMs = -1;
 
   /**
    * Create a UART in its power-on state (FIFOs off, interrupts off, divisor 12).
@@ -299,6 +303,8 @@ export class Serial8250 implements BusDevice {
     }
     if (accepted < bytes.length) this.#inputBlocked = true;
     this.#trace.record(UartTraceOp.INPUT, 0, accepted);
+    this.#inputTotal += accepted;
+    this.#lastInputMs = performance.now() - this.#createdAt;
     this.#receiveFromBacklog();
     this.#updateIrq();
     return accepted;
@@ -311,6 +317,11 @@ export class Serial8250 implements BusDevice {
       `IER=${hex(this.#ier)} IIR=${hex(this.#iir())} LSR=${hex(this.#lsr())}`,
       `MCR=${hex(this.#mcr)} LCR=${hex(this.#lcr)} irq=${this.#irqLevel ? 1 : 0}`,
       `thrPending=${this.#thrPending} rxFifo=${this.#rxFifo.length} backlog=${this.#backlogLength}`,
+      this.#lastInputMs < 0
+        ? "input: none yet"
+        : `input: ${this.#inputTotal} bytes, the last at +${
+          (this.#lastInputMs / 1000).toFixed(3)
+        }s`,
     ].join(" ");
   }
 

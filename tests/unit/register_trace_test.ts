@@ -45,4 +45,6 @@ Deno.test("the UART's trace names registers and shows input arriving and a FIFO 
     "W FCR=0x03",
     "R LSR=0x60 x3",
   ]);
+  assert.match(uart.describe(), /input: 3 bytes, the last at \+\d+\.\d{3}s$/);
+  assert.match(new Serial8250({ irq: { set() {} }, onOutput() {} }).describe(), /input: none yet$/);
 });
