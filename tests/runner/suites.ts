@@ -44,6 +44,9 @@ const missing = (name: string): TestCounts => ({
   skippedNames: [],
 });
 
+/** L1 console lines worth showing after a KVM suite run. */
+const L1_TROUBLE = /soft lockup|rcu_sched|rcu: INFO|BUG:|WARNING:|hung_task|blocked for more than/;
+
 /** Run `deno test` on the host over `paths`. */
 export async function runHostSuite(
   name: string,
@@ -106,6 +109,12 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
         (result.durationMs / 1000).toFixed(1)
       } s`,
     );
+    // The L1's own trouble (soft lockups, RCU stalls, warnings) during the run: a guest that
+    // stalls in a test is then told apart from one whose host CPU stalled.
+    const trouble = result.console.split("\n").filter((l) => L1_TROUBLE.test(l));
+    if (trouble.length > 0) {
+      console.error(`lab: the L1 kernel reported:\n${trouble.slice(-20).join("\n")}`);
+    }
   } catch (e) {
     console.error(e instanceof Error ? e.message : String(e));
   }
