@@ -342,8 +342,8 @@ interface QemuConfig {
   append: string;
 }
 
-/** Kernel command line: quiet, no mitigations (TCG is slow enough), panic = power off. */
-const L1_APPEND = "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off random.trust_cpu=on";
+/** Kernel command line: quiet (errors still reach the console log), no mitigations (TCG is slow enough), panic = power off. */
+const L1_APPEND = "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off random.trust_cpu=on";
 
 function qemuArgs(c: QemuConfig): string[] {
   const args = [
