@@ -51,11 +51,15 @@ const W = {
   SYNC_ADDR_HI: 6,
   CONTROL: 7,
   STATE: 8,
+  /** 1 while the worker is inside KVM_RUN (see {@linkcode VcpuChannel.enterRun}). */
+  IN_RUN: 9,
 } as const;
 /** Byte offset of the sync request's 8 data bytes. */
 const SYNC_DATA = 40;
 /** Byte offset of the counters (Float64 each). */
 const COUNTERS = 64;
+/** Byte offset of the time (epoch ms, Float64) the worker last entered or left KVM_RUN. */
+const RUN_SINCE = 120;
 /** Byte offset of the ring. */
 const RING = 128;
 /** Ring entry: u32 kind|size<<8, u32 addr lo, u32 addr hi, u32 ticket, 8 data bytes. */
@@ -132,6 +136,7 @@ export class VcpuChannel {
   #applied: number | null = null;
   /** Exit counters (see {@linkcode COUNTER}). */
   readonly counters: Float64Array;
+  readonly #runSince: Float64Array;
 
   /**
    * @param buffer the channel's shared memory ({@linkcode CHANNEL_BYTES} bytes)
@@ -142,6 +147,7 @@ export class VcpuChannel {
     this.#bytes = new Uint8Array(buffer);
     this.#doorbell = new Int32Array(doorbell);
     this.counters = new Float64Array(buffer, COUNTERS, COUNTER_NAMES.length);
+    this.#runSince = new Float64Array(buffer, RUN_SINCE, 1);
   }
 
   /** A new channel with fresh shared memory, on a given VM doorbell. */
@@ -239,6 +245,22 @@ export class VcpuChannel {
     }
   }
 
+  /**
+   * Worker: about to enter KVM_RUN. With {@linkcode leaveRun} this lets a
+   * stall report say whether a silent vCPU sits in the kernel (the guest, or
+   * KVM) or in dvmm's own code, and for how long.
+   */
+  enterRun(): void {
+    this.#runSince[0] = Date.now();
+    Atomics.store(this.#words, W.IN_RUN, 1);
+  }
+
+  /** Worker: back from KVM_RUN. */
+  leaveRun(): void {
+    this.#runSince[0] = Date.now();
+    Atomics.store(this.#words, W.IN_RUN, 0);
+  }
+
   // ---- VMM side ----
 
   /** VMM: is a read request waiting for an answer? */
@@ -259,9 +281,11 @@ export class VcpuChannel {
     const state = Object.keys(VCPU_STATE)[Atomics.load(w, W.STATE)] ?? "?";
     const control = Object.keys(CONTROL)[Atomics.load(w, W.CONTROL)] ?? "?";
     const counts = COUNTER_NAMES.map((n, i) => `${n}=${this.counters[i]}`).join(" ");
+    const since = this.#runSince[0] ? ((Date.now() - this.#runSince[0]) / 1000).toFixed(1) : "?";
+    const where = Atomics.load(w, W.IN_RUN) ? "in KVM_RUN" : "out of KVM_RUN";
     return `${state} control=${control} sync=${sync} (kind ${w[W.SYNC_KIND]} at 0x${
       at.toString(16)
-    }) ring=${Atomics.load(w, W.HEAD) - Atomics.load(w, W.TAIL)} ${counts}`;
+    }) ring=${Atomics.load(w, W.HEAD) - Atomics.load(w, W.TAIL)} ${where} for ${since} s ${counts}`;
   }
 
   /** VMM: ask the worker to run, pause or stop (the caller kicks it out of KVM_RUN). */

@@ -96,7 +96,9 @@ function runVcpu(init: VcpuInit): VcpuExit {
       channel.setState(VCPU_STATE.RUNNING);
       continue;
     }
+    channel.enterRun();
     const reason = vcpu.runOnce();
+    channel.leaveRun();
     switch (reason) {
       case KVM_EXIT.IO: {
         const size = run.getUint8(RUN.ioSize);

@@ -1,7 +1,14 @@
-import { deepStrictEqual, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, match, strictEqual } from "node:assert/strict";
 import { Bus } from "../../devices/bus.ts";
 import { IoDispatcher } from "../../kvm/io_dispatcher.ts";
-import { ACCESS, DOORBELL, RING_ENTRIES, VcpuChannel } from "../../kvm/vcpu_channel.ts";
+import {
+  ACCESS,
+  COUNTER,
+  DOORBELL,
+  DOORBELL_BYTES,
+  RING_ENTRIES,
+  VcpuChannel,
+} from "../../kvm/vcpu_channel.ts";
 
 /** Post `data` at a (small) address, as a worker would. */
 function post(ch: VcpuChannel, kind: number, address: bigint, data: Uint8Array): void {
@@ -133,4 +140,15 @@ Deno.test("an access to nothing reads all-ones and is counted as unclaimed", () 
   post(ch, ACCESS.MMIO_WRITE, 0x1234n, Uint8Array.of(1));
   d.drain();
   strictEqual(d.stats.unclaimed, 1);
+});
+
+Deno.test("the stall report says whether the worker is inside KVM_RUN, and for how long", () => {
+  const ch = VcpuChannel.create(new SharedArrayBuffer(DOORBELL_BYTES));
+  ch.enterRun();
+  match(ch.describe(), / in KVM_RUN for 0\.\d s /);
+  ch.leaveRun();
+  match(ch.describe(), / out of KVM_RUN for 0\.\d s /);
+  ch.counters[COUNTER.OTHER] = 7; // the run time is stored past the counters, not over them
+  ch.enterRun();
+  strictEqual(ch.counters[COUNTER.OTHER], 7);
 });
