@@ -7,7 +7,7 @@
  */
 
 import { ensureHostPackages } from "../lab/host_packages.ts";
-import { labDenoCommand, retryIfWedged, runInLab } from "../lab/lab.ts";
+import { labDenoCommand, retryIfLabFailed, runInLab } from "../lab/lab.ts";
 import { hasKvm } from "../kvm/kvm.ts";
 import { defaultGuestPaths } from "../vmm/demo.ts";
 import { dvmmCacheDir } from "../guest/cache_dir.ts";
@@ -58,7 +58,7 @@ try {
       const v = Deno.env.get(key);
       if (v) env[key] = v;
     }
-    const r = await retryIfWedged(() => {
+    const r = await retryIfLabFailed(() => {
       output = ""; // a retry starts the results over
       return runInLab(labDenoCommand(args), {
         env,

@@ -34,8 +34,9 @@
  * marker (see console_protocol.ts); the kernel's own console (ttyS0) goes to a
  * log that is quoted in errors, never mixed into the output. That log is also
  * watched: an L1 that reports a CPU stuck for a minute (QEMU's TCG wedging)
- * ends the run at once with {@linkcode LabWedgedError}, which
- * {@linkcode retryIfWedged} turns into one more boot.
+ * ends the run at once with {@linkcode LabWedgedError}; an L1 kernel crash
+ * gives {@linkcode LabKernelCrashError}. {@linkcode retryIfLabFailed} turns
+ * either into one more boot.
  *
  * @module
  */
@@ -150,6 +151,29 @@ export class LabWedgedError extends LabError {
   }
 }
 
+/**
+ * Thrown when the L1 kernel itself crashed (a panic or oops on its console)
+ * and QEMU ended before the command reported its status. Seen under QEMU's
+ * TCG: `BUG: TASK stack guard page was hit` with a recursion in
+ * `error_entry` in a vCPU thread, the same corruption some lab guests show
+ * (docs/architecture.md, "Known problems"). Like a wedge, the run is lost
+ * without the command being at fault.
+ */
+export class LabKernelCrashError extends LabError {
+  /**
+   * @param message what happened, with the tails of the output and console
+   * @param console the L1 console log
+   * @param output the command output captured so far
+   */
+  constructor(message: string, console: string, output: string) {
+    super(message, console, output);
+    this.name = "LabKernelCrashError";
+  }
+}
+
+/** An L1 console line that says the L1 kernel itself crashed. */
+const L1_CRASH = /Kernel panic - not syncing|BUG: TASK stack guard page|Oops:|double fault/;
+
 /** A soft lockup this long (seconds) means the L1 is wedged (see {@linkcode LabWedgedError}). */
 export const WEDGED_AFTER_S = 60;
 
@@ -169,18 +193,20 @@ export function longestSoftLockup(console: string): number {
 }
 
 /**
- * Run `attempt` (a lab run), and once more if the L1 wedged
- * ({@linkcode LabWedgedError}); the retry is reported through `log` with the
- * L1's lockup report. Any other failure, or a second wedge, is thrown.
+ * Run `attempt` (a lab run), and once more if the L1 itself failed: it
+ * wedged ({@linkcode LabWedgedError}) or its kernel crashed
+ * ({@linkcode LabKernelCrashError}). The retry is reported through `log`
+ * with the L1's own report. Any other failure, or a second L1 failure, is
+ * thrown.
  */
-export async function retryIfWedged<T>(
+export async function retryIfLabFailed<T>(
   attempt: () => Promise<T>,
   log: (message: string) => void = console.error,
 ): Promise<T> {
   try {
     return await attempt();
   } catch (e) {
-    if (!(e instanceof LabWedgedError)) throw e;
+    if (!(e instanceof LabWedgedError || e instanceof LabKernelCrashError)) throw e;
     log(`${e.message}\nlab: running the command again in a fresh lab boot.`);
     return await attempt();
   }
@@ -447,9 +473,11 @@ async function supervise(
     }
     if (parser.status === undefined) {
       const stderr = (await stderrText).split("\n").filter((l) => !TCG_NOISE.test(l)).join("\n");
-      throw new LabError(
+      const crashed = L1_CRASH.test(console);
+      throw new (crashed ? LabKernelCrashError : LabError)(
         `lab: QEMU exited (code ${status.code}) before the command reported its status` +
           (parser.state === "booting" ? " (the command never started)" : "") +
+          (crashed ? "; the L1 kernel crashed (the emulator, not the command)" : "") +
           tail("QEMU stderr", stderr) + tail("output so far", output) + tail("L1 console", console),
         console,
         output,

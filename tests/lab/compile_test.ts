@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { compile, COMPILE_INCLUDES, copyEmbedded } from "../../tools/compile.ts";
-import { runInLab, shellQuote } from "../../lab/lab.ts";
+import { retryIfLabFailed, runInLab, shellQuote } from "../../lab/lab.ts";
 import { dvmmCacheDir } from "../../guest/cache_dir.ts";
 import { defaultGuestPaths } from "../../vmm/demo.ts";
 import { SOURCE_RUN_FLAGS } from "../../vmm/self_command.ts";
@@ -31,12 +31,14 @@ Deno.test("dvmm runs from a copy of only the embedded files: demo boot and a san
     assert.ok(!files.some((f) => f.startsWith("tests/") || f.startsWith("bench/")), "no tests");
     const dvmm = [Deno.execPath(), ...SOURCE_RUN_FLAGS, `${dir}/main.ts`].map(shellQuote).join(" ");
     const guest = `--kernel ${shellQuote(paths.kernel)} --initrd ${shellQuote(paths.initrd)}`;
-    const r = await runInLab(
-      [
-        `${dvmm} demo-here --cpus 1 ${guest}`,
-        `${dvmm} plugin-test-here ${dir}/examples/register_file.ts ${guest}`,
-      ].join(" && "),
-      { cwd: dir, env: labEnv(), timeoutMs: 15 * 60_000 },
+    const r = await retryIfLabFailed(() =>
+      runInLab(
+        [
+          `${dvmm} demo-here --cpus 1 ${guest}`,
+          `${dvmm} plugin-test-here ${dir}/examples/register_file.ts ${guest}`,
+        ].join(" && "),
+        { cwd: dir, env: labEnv(), timeoutMs: 15 * 60_000 },
+      )
     );
     assert.equal(r.status, 0, r.output);
     assert.match(r.output, /dvmm demo: init reached .*guest powered off/);

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { labDenoCommand, retryIfWedged, runInLab } from "../../lab/lab.ts";
+import { labDenoCommand, retryIfLabFailed, runInLab } from "../../lab/lab.ts";
 import { countJunit, type TestCounts } from "./junit.ts";
 import { defaultGuestPaths } from "../../vmm/demo.ts";
 import { dvmmCacheDir } from "../../guest/cache_dir.ts";
@@ -91,7 +91,7 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
   let status = 1;
   try {
     // A wedged L1 (TCG's nested SVM, not dvmm) costs one more boot, not the whole run.
-    const result = await retryIfWedged(() =>
+    const result = await retryIfLabFailed(() =>
       runInLab(
         labDenoCommand(["test", "-A", "--no-check", `--junit-path=${report}`, ...paths]),
         {
