@@ -115,6 +115,7 @@ H=/host
 mount -t 9p -o ${NINEP_OPTS},ro,cache=loose hostroot $H || fail "cannot mount the host root (9p)"
 mount -t proc proc $H/proc || fail "mount proc"
 mount -t sysfs sys $H/sys || fail "mount sysfs"
+mount -t debugfs debugfs $H/sys/kernel/debug 2>/dev/console
 mount -t devtmpfs dev $H/dev || fail "mount devtmpfs"
 mkdir -p $H/dev/pts $H/dev/shm
 mount -t devpts devpts $H/dev/pts

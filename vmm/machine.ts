@@ -36,6 +36,7 @@ import type { VcpuSetup } from "../kvm/types.ts";
 import { PciRoot } from "../pci/pci_root.ts";
 import { KvmPciPlatform } from "./kvm_pci_platform.ts";
 import { bootFpu } from "../x86/fpu.ts";
+import { kvmDebugStats } from "../kvm/kvm_debug_stats.ts";
 import { bootMsrs } from "../x86/msrs.ts";
 import { vcpuCpuid } from "../x86/cpuid.ts";
 import { type LinuxBoot, loadLinux } from "../x86/loader.ts";
@@ -353,6 +354,8 @@ export class Machine {
       `COM1 trace (last accesses, oldest first):`,
       ...this.serial.traceReport().split("\n").map((l) => `  ${l}`),
     ];
+    const kvmStats = kvmDebugStats(this.vm.fd);
+    if (kvmStats) lines.push(`KVM (debugfs): ${kvmStats}`);
     try {
       const ioapic = this.vm.ioapicState();
       const R = IOAPIC_REDIRECTION;
