@@ -171,6 +171,27 @@ export class LabKernelCrashError extends LabError {
   }
 }
 
+/**
+ * Thrown when the L1 has not started the command {@linkcode BOOT_LIMIT_MS}
+ * after QEMU started (it boots in 3-5 s); QEMU has been killed. Like a wedge,
+ * an L1 that does not boot is the emulator's failure, not the command's.
+ */
+export class LabBootTimeoutError extends LabError {
+  /** @param console the L1 console log so far */
+  constructor(console: string) {
+    super(
+      `lab: the L1 did not start the command within ${BOOT_LIMIT_MS / 1000} s of QEMU starting; ` +
+        "QEMU was killed (the emulator, not the command)." + tail("L1 console", console),
+      console,
+      "",
+    );
+    this.name = "LabBootTimeoutError";
+  }
+}
+
+/** How long (ms) the L1 may take to boot and start the command. */
+export const BOOT_LIMIT_MS = 120_000;
+
 /** An L1 console line that says the L1 kernel itself crashed. */
 const L1_CRASH = /Kernel panic - not syncing|BUG: TASK stack guard page|Oops:|double fault/;
 
@@ -194,8 +215,9 @@ export function longestSoftLockup(console: string): number {
 
 /**
  * Run `attempt` (a lab run), and once more if the L1 itself failed: it
- * wedged ({@linkcode LabWedgedError}) or its kernel crashed
- * ({@linkcode LabKernelCrashError}). The retry is reported through `log`
+ * wedged ({@linkcode LabWedgedError}), its kernel crashed
+ * ({@linkcode LabKernelCrashError}) or it did not boot
+ * ({@linkcode LabBootTimeoutError}). The retry is reported through `log`
  * with the L1's own report. Any other failure, or a second L1 failure, is
  * thrown.
  */
@@ -206,7 +228,9 @@ export async function retryIfLabFailed<T>(
   try {
     return await attempt();
   } catch (e) {
-    if (!(e instanceof LabWedgedError || e instanceof LabKernelCrashError)) throw e;
+    const l1Failed = e instanceof LabWedgedError || e instanceof LabKernelCrashError ||
+      e instanceof LabBootTimeoutError;
+    if (!l1Failed) throw e;
     log(`${e.message}\nlab: running the command again in a fresh lab boot.`);
     return await attempt();
   }
@@ -426,8 +450,8 @@ async function supervise(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let killedFor: "timeout" | "abort" | "wedged" | undefined;
-  const kill = (why: "timeout" | "abort" | "wedged") => {
+  let killedFor: "timeout" | "abort" | "wedged" | "boot" | undefined;
+  const kill = (why: "timeout" | "abort" | "wedged" | "boot") => {
     killedFor ??= why;
     try {
       child.kill("SIGKILL");
@@ -441,6 +465,7 @@ async function supervise(
     const console = await Deno.readTextFile(consoleLog).catch(() => "");
     stuckSeconds = longestSoftLockup(console);
     if (stuckSeconds >= WEDGED_AFTER_S) kill("wedged");
+    if (parser.state === "booting" && performance.now() - started > BOOT_LIMIT_MS) kill("boot");
   }, WEDGE_CHECK_MS);
   const onAbort = () => kill("abort");
   opts.signal?.addEventListener("abort", onAbort);
@@ -468,6 +493,7 @@ async function supervise(
       throw new LabTimeoutError(timeoutMs, console, output, parser.state !== "booting");
     }
     if (killedFor === "wedged") throw new LabWedgedError(stuckSeconds, console, output);
+    if (killedFor === "boot") throw new LabBootTimeoutError(console);
     if (killedFor === "abort") {
       throw opts.signal?.reason ?? new LabError("lab: aborted", console, output);
     }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  LabBootTimeoutError,
   LabError,
   LabKernelCrashError,
   LabWedgedError,
@@ -76,4 +77,13 @@ Deno.test("retryIfLabFailed runs once more after an L1 kernel crash, and says so
   assert.equal(result, "done");
   assert.equal(runs, 2);
   assert.match(logged[0], /L1 kernel crashed/);
+});
+
+Deno.test("retryIfLabFailed runs once more when the L1 did not boot", async () => {
+  let runs = 0;
+  const result = await retryIfLabFailed(() => {
+    runs++;
+    return runs === 1 ? Promise.reject(new LabBootTimeoutError("")) : Promise.resolve(runs);
+  }, () => {});
+  assert.equal(result, 2);
 });
