@@ -30,7 +30,12 @@ export {
   type VmSchemaOptions,
 } from "./vmm/config.ts";
 export { UsageError } from "./vmm/cli_errors.ts";
-export { ConsoleTimeoutError, GuestConsole, type RunResult } from "./vmm/guest_console.ts";
+export {
+  ConsoleClosedError,
+  ConsoleTimeoutError,
+  GuestConsole,
+  type RunResult,
+} from "./vmm/guest_console.ts";
 export type {
   VcpuStats,
   VmBarInfo,

@@ -125,6 +125,8 @@ export async function startVm(input: VmConfigInput, options: StartVmOptions = {}
   }, options.log ?? nullLogger);
   late.machine = machine;
   console.diagnose = () => machine.describe();
+  // Once the machine has ended, a wait for output fails at once with its exit, not at a timeout.
+  machine.exited.then((e) => console.close(`the machine ended: ${e.message}`));
   let socket: ControlSocket | undefined;
   if (config.api.enabled && config.api.socket) {
     try {

@@ -61,6 +61,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<MachineExit> {
   });
   late.machine = machine;
   console.diagnose = () => machine.describe();
+  // Once the machine has ended, a wait for output fails at once with its exit, not at a timeout.
+  machine.exited.then((e) => console.close(`the machine ended: ${e.message}`));
   const t0 = performance.now();
   machine.start();
   const ended = machine.exited.then((e) => {

@@ -24,6 +24,20 @@ export class ConsoleTimeoutError extends Error {
   }
 }
 
+/** Thrown by a wait on a console whose machine ended ({@linkcode GuestConsole.close}). */
+export class ConsoleClosedError extends Error {
+  /**
+   * A wait that cannot be satisfied any more.
+   * @param what what was awaited
+   * @param reason why the console closed (the machine's exit)
+   * @param tail the last output seen
+   */
+  constructor(what: string, readonly reason: string, readonly tail: string) {
+    super(`console: ${what} cannot come any more: ${reason}; last output:\n${tail}`);
+    this.name = "ConsoleClosedError";
+  }
+}
+
 /** The result of {@linkcode GuestConsole.run}. */
 export interface RunResult {
   /** What the command printed (CRLF normalized to LF). */
@@ -35,6 +49,7 @@ export interface RunResult {
 interface Waiter {
   pattern: string | RegExp;
   resolve: (text: string) => void;
+  reject: (error: Error) => void;
 }
 
 const decoder = new TextDecoder();
@@ -45,6 +60,7 @@ export class GuestConsole {
   #cursor = 0;
   #waiters: Waiter[] = [];
   #commands = 0;
+  #closed: string | undefined;
 
   /**
    * Where the machine stands (a stall report, such as `Machine.describe`),
@@ -76,6 +92,8 @@ export class GuestConsole {
    */
   waitFor(pattern: string | RegExp, timeoutMs = 60_000): Promise<string> {
     return new Promise((resolve, reject) => {
+      const closed = (reason: string) =>
+        new ConsoleClosedError(String(pattern), reason, this.#text.slice(-2000));
       const timer = setTimeout(() => {
         this.#waiters = this.#waiters.filter((w) => w !== waiter);
         reject(
@@ -93,10 +111,32 @@ export class GuestConsole {
           clearTimeout(timer);
           resolve(text);
         },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
       };
       this.#waiters.push(waiter);
       this.#check();
+      // Output that already came may still match; after that a closed console waits no more.
+      if (this.#closed !== undefined && this.#waiters.includes(waiter)) {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        waiter.reject(closed(this.#closed));
+      }
     });
+  }
+
+  /**
+   * The machine behind this console ended (`reason`, e.g. its exit message):
+   * every pending and later wait that the output so far does not satisfy
+   * fails at once with {@linkcode ConsoleClosedError} instead of timing out.
+   */
+  close(reason: string): void {
+    if (this.#closed !== undefined) return;
+    this.#closed = reason;
+    for (const w of this.#waiters.splice(0)) {
+      w.reject(new ConsoleClosedError(String(w.pattern), reason, this.#text.slice(-2000)));
+    }
   }
 
   /** Type `text` into the guest (bytes the guest cannot take yet are retried). */

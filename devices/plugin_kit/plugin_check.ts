@@ -91,6 +91,8 @@ export async function runPluginCheck(opts: PluginCheckOptions): Promise<PluginCh
     log,
   );
   console.diagnose = () => machine.describe();
+  // Once the machine has ended, a wait for output fails at once with its exit, not at a timeout.
+  machine.exited.then((e) => console.close(`the machine ended: ${e.message}`));
   machine.start();
   let bdf: string | undefined;
   try {

@@ -40,6 +40,8 @@ export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<Test
   }, log);
   late.machine = machine;
   console.diagnose = () => machine.describe();
+  // Once the machine has ended, a wait for output fails at once with its exit, not at a timeout.
+  machine.exited.then((e) => console.close(`the machine ended: ${e.message}`));
   machine.start();
   // A guest that ends before its shell (a panic, say) fails the boot at once, with its console.
   const ended = machine.exited.then((exit) => {

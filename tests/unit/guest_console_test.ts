@@ -1,6 +1,6 @@
 /** GuestConsole: waitFor, run, and what a timeout tells (the tail and the machine report). */
 import assert from "node:assert/strict";
-import { ConsoleTimeoutError, GuestConsole } from "../../vmm/guest_console.ts";
+import { ConsoleClosedError, ConsoleTimeoutError, GuestConsole } from "../../vmm/guest_console.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 
@@ -37,4 +37,16 @@ Deno.test("run returns a command's output and status, not its echo", async () =>
   assert.match(typed.join(""), /printf '%s%s\\n' dvmm- b1; echo hi;/);
   c.feed(bytes(`${typed.join("").trimEnd()}\r\ndvmm-b1\r\nhi\r\ndvmm-e1:3\r\n`));
   assert.deepEqual(await result, { output: "hi\n", status: 3 });
+});
+
+Deno.test("a closed console fails pending and later waits at once, after the output that came", async () => {
+  const c = new GuestConsole((b) => b.length);
+  c.feed(bytes("dvmm-guest: init reached\r\n"));
+  const pending = c.waitFor("/ # ", 60_000).catch((e) => e);
+  c.close("the machine ended: vcpu1: triple fault");
+  const e = await pending;
+  assert.ok(e instanceof ConsoleClosedError);
+  assert.match(e.message, /cannot come any more: the machine ended: vcpu1: triple fault/);
+  assert.equal(await c.waitFor("init reached", 10), "dvmm-guest: init reached");
+  await assert.rejects(c.waitFor("never", 60_000), ConsoleClosedError);
 });
