@@ -126,6 +126,13 @@ export class LabTimeoutError extends LabError {
 }
 
 /**
+ * A failure of the L1 itself (it wedged, its kernel crashed, it did not
+ * boot): the run is lost, but the command is not at fault, so
+ * {@linkcode retryIfLabFailed} runs it once more in a fresh boot.
+ */
+export class LabL1Error extends LabError {}
+
+/**
  * Thrown when the L1 kernel reports a CPU stuck in the kernel for
  * {@linkcode WEDGED_AFTER_S} seconds or more (a soft lockup); QEMU has been
  * killed at once instead of at the timeout. Now and then QEMU's TCG
@@ -133,7 +140,7 @@ export class LabTimeoutError extends LabError {
  * is lost, but nothing in the command caused it (a user-space process cannot
  * stall a kernel), so a caller may run the command again in a fresh boot.
  */
-export class LabWedgedError extends LabError {
+export class LabWedgedError extends LabL1Error {
   /**
    * @param stuckSeconds how long the L1 kernel said a CPU was stuck
    * @param console the L1 console log so far
@@ -159,7 +166,7 @@ export class LabWedgedError extends LabError {
  * (docs/architecture.md, "Known problems"). Like a wedge, the run is lost
  * without the command being at fault.
  */
-export class LabKernelCrashError extends LabError {
+export class LabKernelCrashError extends LabL1Error {
   /**
    * @param message what happened, with the tails of the output and console
    * @param console the L1 console log
@@ -176,7 +183,7 @@ export class LabKernelCrashError extends LabError {
  * after QEMU started (it boots in 3-5 s); QEMU has been killed. Like a wedge,
  * an L1 that does not boot is the emulator's failure, not the command's.
  */
-export class LabBootTimeoutError extends LabError {
+export class LabBootTimeoutError extends LabL1Error {
   /** @param console the L1 console log so far */
   constructor(console: string) {
     super(
@@ -214,10 +221,8 @@ export function longestSoftLockup(console: string): number {
 }
 
 /**
- * Run `attempt` (a lab run), and once more if the L1 itself failed: it
- * wedged ({@linkcode LabWedgedError}), its kernel crashed
- * ({@linkcode LabKernelCrashError}) or it did not boot
- * ({@linkcode LabBootTimeoutError}). The retry is reported through `log`
+ * Run `attempt` (a lab run), and once more if the L1 itself failed
+ * ({@linkcode LabL1Error}: it wedged, its kernel crashed or it did not boot). The retry is reported through `log`
  * with the L1's own report. Any other failure, or a second L1 failure, is
  * thrown.
  */
@@ -228,9 +233,7 @@ export async function retryIfLabFailed<T>(
   try {
     return await attempt();
   } catch (e) {
-    const l1Failed = e instanceof LabWedgedError || e instanceof LabKernelCrashError ||
-      e instanceof LabBootTimeoutError;
-    if (!l1Failed) throw e;
+    if (!(e instanceof LabL1Error)) throw e;
     log(`${e.message}\nlab: running the command again in a fresh lab boot.`);
     return await attempt();
   }

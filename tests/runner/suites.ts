@@ -90,7 +90,8 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
   }
   let status = 1;
   try {
-    // A wedged L1 (TCG's nested SVM, not dvmm) costs one more boot, not the whole run.
+    // An L1 that wedges, crashes or does not boot (TCG's nested SVM, not dvmm) costs one more
+    // boot, not the whole run.
     const result = await retryIfLabFailed(() =>
       runInLab(
         labDenoCommand(["test", "-A", "--no-check", `--junit-path=${report}`, ...paths]),
