@@ -124,9 +124,7 @@ export async function startVm(input: VmConfigInput, options: StartVmOptions = {}
     console.feed(bytes);
   }, options.log ?? nullLogger);
   late.machine = machine;
-  console.diagnose = () => machine.describe();
-  // Once the machine has ended, a wait for output fails at once with its exit, not at a timeout.
-  machine.exited.then((e) => console.close(`the machine ended: ${e.message}`));
+  console.follow(machine); // stall report in timeouts; its end fails waits at once
   let socket: ControlSocket | undefined;
   if (config.api.enabled && config.api.socket) {
     try {

@@ -60,9 +60,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<MachineExit> {
     console.feed(b);
   });
   late.machine = machine;
-  console.diagnose = () => machine.describe();
-  // Once the machine has ended, a wait for output fails at once with its exit, not at a timeout.
-  machine.exited.then((e) => console.close(`the machine ended: ${e.message}`));
+  console.follow(machine); // stall report in timeouts; its end fails waits at once
   const t0 = performance.now();
   machine.start();
   const ended = machine.exited.then((e) => {

@@ -92,8 +92,6 @@ export class GuestConsole {
    */
   waitFor(pattern: string | RegExp, timeoutMs = 60_000): Promise<string> {
     return new Promise((resolve, reject) => {
-      const closed = (reason: string) =>
-        new ConsoleClosedError(String(pattern), reason, this.#text.slice(-2000));
       const timer = setTimeout(() => {
         this.#waiters = this.#waiters.filter((w) => w !== waiter);
         reject(
@@ -121,7 +119,7 @@ export class GuestConsole {
       // Output that already came may still match; after that a closed console waits no more.
       if (this.#closed !== undefined && this.#waiters.includes(waiter)) {
         this.#waiters = this.#waiters.filter((w) => w !== waiter);
-        waiter.reject(closed(this.#closed));
+        waiter.reject(this.#closedError(waiter, this.#closed));
       }
     });
   }
@@ -134,9 +132,21 @@ export class GuestConsole {
   close(reason: string): void {
     if (this.#closed !== undefined) return;
     this.#closed = reason;
-    for (const w of this.#waiters.splice(0)) {
-      w.reject(new ConsoleClosedError(String(w.pattern), reason, this.#text.slice(-2000)));
-    }
+    for (const w of this.#waiters.splice(0)) w.reject(this.#closedError(w, reason));
+  }
+
+  /**
+   * Follow `machine`: its stall report goes into every timeout
+   * ({@linkcode diagnose}), and its end closes the console
+   * ({@linkcode close}), so a wait fails at once with the exit message.
+   */
+  follow(machine: { describe(): string; exited: Promise<{ message: string }> }): void {
+    this.diagnose = () => machine.describe();
+    machine.exited.then((e) => this.close(`the machine ended: ${e.message}`));
+  }
+
+  #closedError(w: Waiter, reason: string): ConsoleClosedError {
+    return new ConsoleClosedError(String(w.pattern), reason, this.#text.slice(-2000));
   }
 
   /** Type `text` into the guest (bytes the guest cannot take yet are retried). */

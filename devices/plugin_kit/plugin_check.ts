@@ -90,9 +90,7 @@ export async function runPluginCheck(opts: PluginCheckOptions): Promise<PluginCh
     (b) => console?.feed(b),
     log,
   );
-  console.diagnose = () => machine.describe();
-  // Once the machine has ended, a wait for output fails at once with its exit, not at a timeout.
-  machine.exited.then((e) => console.close(`the machine ended: ${e.message}`));
+  console.follow(machine); // stall report in timeouts; its end fails waits at once
   machine.start();
   let bdf: string | undefined;
   try {

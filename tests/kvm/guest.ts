@@ -39,9 +39,7 @@ export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<Test
     if (Deno.env.get("DVMM_DEBUG")) Deno.stdout.writeSync(b);
   }, log);
   late.machine = machine;
-  console.diagnose = () => machine.describe();
-  // Once the machine has ended, a wait for output fails at once with its exit, not at a timeout.
-  machine.exited.then((e) => console.close(`the machine ended: ${e.message}`));
+  console.follow(machine); // stall report in timeouts; its end fails waits at once
   machine.start();
   // A guest that ends before its shell (a panic, say) fails the boot at once, with its console.
   const ended = machine.exited.then((exit) => {

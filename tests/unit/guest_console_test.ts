@@ -50,3 +50,18 @@ Deno.test("a closed console fails pending and later waits at once, after the out
   assert.equal(await c.waitFor("init reached", 10), "dvmm-guest: init reached");
   await assert.rejects(c.waitFor("never", 60_000), ConsoleClosedError);
 });
+
+Deno.test("a console that follows a machine reports it at a timeout and closes at its end", async () => {
+  const c = new GuestConsole((b) => b.length);
+  let end!: (e: { message: string }) => void;
+  const exited = new Promise<{ message: string }>((r) => end = r);
+  c.follow({ describe: () => "vcpu0: RUNNING", exited });
+  const timeout = await c.waitFor("x", 10).catch((e) => e);
+  assert.ok(timeout instanceof ConsoleTimeoutError);
+  assert.equal(timeout.report, "vcpu0: RUNNING");
+  const pending = c.waitFor("y", 60_000).catch((e) => e);
+  end({ message: "guest powered off" });
+  const closed = await pending;
+  assert.ok(closed instanceof ConsoleClosedError);
+  assert.equal(closed.reason, "the machine ended: guest powered off");
+});
