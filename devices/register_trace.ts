@@ -46,6 +46,11 @@ export class RegisterTrace {
     this.#words = new Uint32Array(depth * 4);
   }
 
+  /** Milliseconds since the trace was made (the clock of {@linkcode TraceEntry.atMs}). */
+  now(): number {
+    return performance.now() - this.#start;
+  }
+
   /** Record `op` on `reg` with `value`. */
   record(op: number, reg: number, value: number): void {
     const w = this.#words;
@@ -58,7 +63,7 @@ export class RegisterTrace {
       }
     }
     const i = this.#next;
-    this.#at[i] = performance.now() - this.#start;
+    this.#at[i] = this.now();
     w[i * 4] = op;
     w[i * 4 + 1] = reg;
     w[i * 4 + 2] = value;

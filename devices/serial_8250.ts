@@ -243,8 +243,7 @@ export class Serial8250 implements BusDevice {
   #inputBlocked = false;
   #irqLevel = false;
   readonly #trace = new RegisterTrace();
-  readonly #createdAt = performance.now();
-  /** Host input taken so far, and when the last of it came (ms since creation). */
+  /** Host input taken so far, and when the last of it came (ms on the trace's clock). */
   #inputTotal = 0;
   #lastInputMs = -1;
 
@@ -304,7 +303,7 @@ export class Serial8250 implements BusDevice {
     if (accepted < bytes.length) this.#inputBlocked = true;
     this.#trace.record(UartTraceOp.INPUT, 0, accepted);
     this.#inputTotal += accepted;
-    this.#lastInputMs = performance.now() - this.#createdAt;
+    this.#lastInputMs = this.#trace.now();
     this.#receiveFromBacklog();
     this.#updateIrq();
     return accepted;

@@ -117,8 +117,9 @@ export function pumpStdin(
           continue;
         }
         if (stopped) return;
-        state = `failed: ${e instanceof Error ? e.message : String(e)}`;
-        log(`dvmm: reading stdin failed (${state.slice(8)}); input no longer reaches the guest`);
+        const why = e instanceof Error ? e.message : String(e);
+        state = `failed: ${why}`;
+        log(`dvmm: reading stdin failed (${why}); input no longer reaches the guest`);
         return;
       }
       if (n === null) { // EOF: the guest keeps running without input
