@@ -18,6 +18,7 @@
 // isolate loads on another core while this one loads the command line (commander, zod); each
 // command imports its own modules when it runs (see vmm/cli.ts).
 if (import.meta.main) {
+  (await import("./vmm/startup_trace.ts")).startupMark("main.ts runs");
   if (Deno.args[0] === "run") (await import("./kvm/vcpu_thread.ts")).prestartVcpuWorkers(1);
   const { runCli } = await import("./vmm/cli.ts");
   await runCli(Deno.args);

@@ -18,6 +18,7 @@ import { Vcpu } from "./vcpu.ts";
 import { ACCESS, CONTROL, COUNTER, VCPU_STATE, VcpuChannel } from "./vcpu_channel.ts";
 import type { VcpuExit, VcpuExitKind } from "./vcpu_exit.ts";
 import type { VcpuSetup } from "./types.ts";
+import { startupMark } from "../vmm/startup_trace.ts";
 
 /** The message that starts a vCPU worker. */
 export interface VcpuInit {
@@ -76,6 +77,7 @@ function runVcpu(init: VcpuInit): VcpuExit {
     } satisfies VcpuMessage,
   );
   channel.setState(VCPU_STATE.RUNNING);
+  startupMark("first KVM_RUN", `vcpu${init.index}`);
 
   const terminal = (kind: VcpuExitKind, detail: string): VcpuExit => {
     const exit: VcpuExit = { index: init.index, kind, detail };
@@ -190,6 +192,7 @@ function runVcpu(init: VcpuInit): VcpuExit {
 try {
   libc();
 } catch { /* reported when the vCPU is created */ }
+startupMark("worker loaded", "vcpu");
 
 self.onmessage = (event: MessageEvent<VcpuInit>) => {
   const init = event.data;

@@ -13,6 +13,7 @@ import { formatError, parseCount, UsageError } from "./cli_errors.ts";
 import { addVmFlags, usageExitCode, vmConfigFromFlags } from "./cli_flags.ts";
 import type { VmInfo, VmStats } from "./control_api.ts";
 import { registerPluginCommands } from "./plugin_cli.ts";
+import { startupMark } from "./startup_trace.ts";
 
 /** The control verbs: command, endpoint, help. */
 const VM_VERBS = [
@@ -38,10 +39,12 @@ function program(): Command {
       .description("boot a Linux guest; its serial console is this terminal (Ctrl-A x quits)"),
   ).action(async (o) => {
     const config = vmConfigFromFlags(o);
+    startupMark("flags parsed");
     // vCPU workers load in parallel with the rest (an error exits the process, and them).
     const { prestartVcpuWorkers } = await import("../kvm/vcpu_thread.ts");
     prestartVcpuWorkers(config.cpus);
     const { runOnTerminal } = await import("./launch.ts");
+    startupMark("launch loaded");
     const exit = await runOnTerminal(config);
     console.error(`dvmm: ${exit.message}`);
     Deno.exit(exit.status);
@@ -142,6 +145,7 @@ function program(): Command {
  * line, `--debug` adds the stack.
  */
 export async function runCli(args: string[]): Promise<void> {
+  startupMark("command line loaded");
   const debug = args.includes("--debug");
   try {
     await program().parseAsync(args, { from: "user" });

@@ -19,6 +19,7 @@ import { UsageError } from "./cli_errors.ts";
 import { type CachedVmlinux, cachedVmlinux, readFileWithIdentity } from "../guest/vmlinux.ts";
 import { BzImageError, parseBzImage } from "../x86/bzimage.ts";
 import { LoadError } from "../x86/loader.ts";
+import { startupMark } from "./startup_trace.ts";
 
 /** What to boot. */
 export interface LaunchOptions {
@@ -150,6 +151,7 @@ export async function createMachine(
   log: Logger = consoleLogger(opts.debug ?? false),
 ): Promise<Machine> {
   const guest = await resolveGuest(opts);
+  startupMark("guest files read");
   // Say what is wrong with the kernel before anything else (even before opening /dev/kvm).
   try {
     parseBzImage(guest.kernel);
@@ -160,6 +162,7 @@ export async function createMachine(
     throw e;
   }
   const vmlinux = opts.kernelCache === false ? undefined : await vmlinuxOf(guest, log);
+  startupMark("kernel resolved");
   const registry = opts.devices?.length ? await builtinRegistry() : undefined;
   try {
     const devices = await loadDevices(opts.devices, registry, { read: opts.pluginRead, log });
@@ -174,6 +177,7 @@ export async function createMachine(
       serialOutput,
       log,
     });
+    startupMark("machine built");
     machine.exited.finally(() => registry?.close());
     return machine;
   } catch (e) {

@@ -41,6 +41,7 @@ import { bootMsrs } from "../x86/msrs.ts";
 import { vcpuCpuid } from "../x86/cpuid.ts";
 import { type LinuxBoot, loadLinux } from "../x86/loader.ts";
 import { IRQS, PORTS, ramRegions } from "../x86/layout.ts";
+import { startupMark } from "./startup_trace.ts";
 
 /** A PCI device plugin to plug, with its options. */
 export interface MachineDevice {
@@ -201,6 +202,7 @@ export class Machine {
       this.pci.addDevice(d.definition, { options: d.options, source: d.source });
     }
 
+    startupMark("memory and devices set up");
     const boot = this.boot = loadLinux(this.memory, {
       kernel: config.kernel,
       vmlinux: config.vmlinux,
@@ -212,6 +214,7 @@ export class Machine {
         .filter((d) => d.gsi !== undefined && d.slot > 0)
         .map((d) => ({ device: d.slot, pin: 0, gsi: d.gsi! })),
     });
+    startupMark("kernel loaded");
     const supported = kvm.supportedCpuid();
     const tscDeadline = kvm.checkExtension(KVM_CAP.TSC_DEADLINE_TIMER) > 0;
     const msrs = bootMsrs(), fpu = bootFpu();
@@ -256,6 +259,7 @@ export class Machine {
       vm.setIdentityMapAddress(0xfffb_c000);
       vm.createIrqchip();
       vm.createPit2();
+      startupMark("vm created");
       return Promise.resolve(new Machine(config, kvm, vm, log));
     } catch (e) {
       vm?.close();
@@ -274,6 +278,7 @@ export class Machine {
     if (this.#state !== "created") throw new Error(`machine already ${this.#state}`);
     this.#state = "running";
     this.#startedAt = performance.now();
+    startupMark("machine starts");
     this.#dispatcher.start();
     for (let i = 0; i < this.config.cpus; i++) {
       const t = new VcpuThread(
