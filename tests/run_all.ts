@@ -24,8 +24,15 @@ if (!only || only === "lab") {
   suites.push(await runKvmSuite(["tests/kvm"]));
 }
 
-// Why each test failed, just above the summary: CI logs are often read from the end.
+// Why each test failed, just above the summary: CI logs are often read from the end. A test
+// that passed only when the lab ran it again keeps its first failure here too.
 for (const s of suites) {
+  for (const f of s.passedOnRerun ?? []) {
+    console.log(
+      `\n== "${f.name}" failed in its first lab boot, passed in a second: why it failed ==`,
+    );
+    for (const line of failureExcerpt(f.message)) console.log(`  ${line}`);
+  }
   for (const f of s.counts.failures) {
     console.log(`\n== why "${f.name}" failed (end of its message) ==`);
     for (const line of failureExcerpt(f.message)) console.log(`  ${line}`);
@@ -43,6 +50,7 @@ for (const s of suites) {
     } s)`,
   );
   for (const f of c.failures) console.log(`  FAILED  ${f.name}`);
+  for (const f of s.passedOnRerun ?? []) console.log(`  PASSED ON A SECOND LAB BOOT  ${f.name}`);
   for (const f of c.skippedNames) console.log(`  SKIPPED ${f}`);
   if (s.status !== 0 || c.failed > 0) ok = false;
   total = addCounts(total, c);

@@ -7,7 +7,15 @@
  */
 
 import { labDenoCommand, retryIfLabFailed, runInLab } from "../../lab/lab.ts";
-import { countJunit, type TestCounts } from "./junit.ts";
+import {
+  countCases,
+  failedFiles,
+  mergeRerun,
+  parseJunit,
+  type TestCase,
+  type TestCounts,
+  type TestFailure,
+} from "./junit.ts";
 import { defaultGuestPaths } from "../../vmm/demo.ts";
 import { dvmmCacheDir } from "../../guest/cache_dir.ts";
 import { hasKvm } from "../../kvm/kvm.ts";
@@ -24,13 +32,26 @@ export interface SuiteResult {
   status: number;
   /** Seconds it took. */
   seconds: number;
+  /** Tests that failed in the lab, then passed when their file ran again in a fresh boot. */
+  passedOnRerun?: TestFailure[];
 }
+
+/**
+ * At most this many failed KVM test files are run once more in a fresh lab
+ * boot; more failures than that are not a lab accident.
+ */
+export const MAX_RERUN_FILES = 3;
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
 async function readReport(path: string): Promise<TestCounts | undefined> {
+  const cases = await readCases(path);
+  return cases && countCases(cases);
+}
+
+async function readCases(path: string): Promise<TestCase[] | undefined> {
   try {
-    return countJunit(await Deno.readTextFile(path));
+    return parseJunit(await Deno.readTextFile(path));
   } catch {
     return undefined;
   }
@@ -69,7 +90,15 @@ export async function runHostSuite(
   return { name, counts, status: r.code, seconds: (performance.now() - t0) / 1000 };
 }
 
-/** Run the KVM tests: natively with /dev/kvm, otherwise in one lab boot. */
+/**
+ * Run the KVM tests: natively with /dev/kvm, otherwise in one lab boot. In
+ * the lab, files with a failed test (up to {@linkcode MAX_RERUN_FILES}) run
+ * once more in a fresh boot, and their tests take the second run's outcome:
+ * guests in the lab now and then stall or crash for reasons not yet
+ * understood (docs/architecture.md, "Known problems"), which a real break
+ * does not survive. The first failures are kept in `passedOnRerun`, to be
+ * reported.
+ */
 export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
   // The default guest (kernel, initramfs) and the tests' own guest assets are
   // fetched and built here, on the host: inside the lab the cache is read-only
@@ -79,7 +108,6 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
   const assets = await buildKvmTestAssets();
   const t0 = performance.now();
   const dir = await Deno.makeTempDir({ prefix: "dvmm-lab-report-" });
-  const report = `${dir}/kvm.xml`;
   const env: Record<string, string> = {
     DVMM_CACHE_DIR: dvmmCacheDir(),
     [KVM_TEST_ASSETS_ENV]: JSON.stringify(assets),
@@ -88,7 +116,43 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
     const v = Deno.env.get(key);
     if (v !== undefined) env[key] = v;
   }
-  let status = 1;
+  let status = await runTestsInLab(paths, `${dir}/kvm.xml`, dir, env);
+  let cases = await readCases(`${dir}/kvm.xml`);
+  let passedOnRerun: TestFailure[] | undefined;
+  const files = cases ? failedFiles(cases) : [];
+  if (cases && files.length > 0 && files.length <= MAX_RERUN_FILES) {
+    console.error(
+      `lab: ${countCases(cases).failed} test(s) failed; running ${
+        files.join(", ")
+      } once more in a fresh lab boot`,
+    );
+    const rerunStatus = await runTestsInLab(files, `${dir}/kvm-rerun.xml`, dir, env);
+    const rerun = await readCases(`${dir}/kvm-rerun.xml`);
+    if (rerun) {
+      const merged = mergeRerun(cases, rerun);
+      cases = merged.cases;
+      passedOnRerun = merged.passedOnRerun;
+      status = rerunStatus;
+    }
+  }
+  const counts = cases ? countCases(cases) : missing("kvm");
+  await Deno.remove(dir, { recursive: true });
+  return {
+    name: "kvm",
+    counts,
+    status,
+    seconds: (performance.now() - t0) / 1000,
+    ...(passedOnRerun?.length ? { passedOnRerun } : {}),
+  };
+}
+
+/** `deno test` over `paths` in one lab boot (retried on an L1 failure); its exit status. */
+async function runTestsInLab(
+  paths: string[],
+  report: string,
+  share: string,
+  env: Record<string, string>,
+): Promise<number> {
   try {
     // An L1 that wedges, crashes or does not boot (TCG's nested SVM, not dvmm) costs one more
     // boot, not the whole run.
@@ -97,14 +161,13 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
         labDenoCommand(["test", "-A", "--no-check", `--junit-path=${report}`, ...paths]),
         {
           cwd: ROOT,
-          shares: [dir],
+          shares: [share],
           env,
           timeoutMs: 40 * 60_000,
           onOutput: writeAllStdout,
         },
       )
     );
-    status = result.status;
     console.error(
       `lab: booted in ${(result.bootMs / 1000).toFixed(1)} s, ran ${
         (result.durationMs / 1000).toFixed(1)
@@ -116,10 +179,9 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
     if (trouble.length > 0) {
       console.error(`lab: the L1 kernel reported:\n${trouble.slice(-20).join("\n")}`);
     }
+    return result.status;
   } catch (e) {
     console.error(e instanceof Error ? e.message : String(e));
+    return 1;
   }
-  const counts = await readReport(report) ?? missing("kvm");
-  await Deno.remove(dir, { recursive: true });
-  return { name: "kvm", counts, status, seconds: (performance.now() - t0) / 1000 };
 }

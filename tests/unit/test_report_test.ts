@@ -3,7 +3,15 @@
  * above the summary (CI shows the end of the log, so the reason must be there).
  */
 import assert from "node:assert/strict";
-import { countJunit, failureExcerpt } from "../runner/junit.ts";
+import {
+  countCases,
+  countJunit,
+  failedFiles,
+  failureExcerpt,
+  mergeRerun,
+  parseJunit,
+  type TestCase,
+} from "../runner/junit.ts";
 
 const REPORT = `<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="deno test" tests="3" failures="1" errors="0" time="0.012">
@@ -45,4 +53,53 @@ Deno.test("a failure excerpt is the message's last non-blank lines, each cut to 
   const excerpt = failureExcerpt(message, 3, 20);
   assert.deepEqual(excerpt, ["line 18", "line 19", `${"x".repeat(19)}…`]);
   assert.deepEqual(failureExcerpt("only\n\n"), ["only"]);
+});
+
+Deno.test("a report's cases keep their file, and each file with a failure is listed once", () => {
+  const cases = parseJunit(REPORT);
+  assert.deepEqual(cases.map((c) => [c.file, c.outcome]), [
+    ["./f_test.ts", "passed"],
+    ["./f_test.ts", "failed"],
+    ["./f_test.ts", "skipped"],
+  ]);
+  assert.deepEqual(failedFiles([...cases, ...cases]), ["./f_test.ts"]);
+  assert.equal(countJunit(REPORT).failures[0].file, "./f_test.ts");
+});
+
+const tc = (file: string, name: string, outcome: TestCase["outcome"], message = ""): TestCase => ({
+  file,
+  name,
+  outcome,
+  message,
+});
+
+Deno.test("a rerun replaces the outcomes it reports and keeps the first failure of a test it passed", () => {
+  const first = [
+    tc("a.ts", "ok", "passed"),
+    tc("b.ts", "flaky", "failed", "stalled"),
+    tc("b.ts", "steady", "passed"),
+    tc("c.ts", "broken", "failed", "first"),
+  ];
+  const rerun = [
+    tc("b.ts", "flaky", "passed"),
+    tc("b.ts", "steady", "passed"),
+    tc("c.ts", "broken", "failed", "second"),
+  ];
+  const merged = mergeRerun(first, rerun);
+  const counts = countCases(merged.cases);
+  assert.equal(counts.passed, 3);
+  assert.equal(counts.failed, 1);
+  assert.deepEqual(counts.failures.map((f) => f.message), ["second"]);
+  assert.deepEqual(merged.passedOnRerun, [{ name: "flaky", message: "stalled", file: "b.ts" }]);
+});
+
+Deno.test("a test the rerun does not report keeps its first outcome", () => {
+  const first = [tc("b.ts", "lost", "failed", "why"), tc("b.ts", "fine", "passed")];
+  const merged = mergeRerun(first, [tc("b.ts", "fine", "passed"), tc("b.ts", "new", "passed")]);
+  assert.deepEqual(merged.cases.map((c) => `${c.name}:${c.outcome}`), [
+    "lost:failed",
+    "fine:passed",
+    "new:passed",
+  ]);
+  assert.deepEqual(merged.passedOnRerun, []);
 });
