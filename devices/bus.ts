@@ -31,7 +31,10 @@ export interface BusRange {
 
 /** Thrown when a registration overlaps an existing range or is malformed. */
 export class BusError extends Error {
-  /** @param message what went wrong, naming the ranges involved */
+  /**
+   * A registration error.
+   * @param message what went wrong, naming the ranges involved
+   */
   constructor(message: string) {
     super(message);
     this.name = "BusError";
@@ -51,7 +54,10 @@ export class Bus {
   #ranges: BusRange[] = [];
   #watchers: BusWatcher[] = [];
 
-  /** @param kind name of the address space for messages ("pio" or "mmio") */
+  /**
+   * An empty bus.
+   * @param kind name of the address space for messages ("pio" or "mmio")
+   */
   constructor(readonly kind: string) {}
 
   /** Every registered range, sorted by base address. */

@@ -34,6 +34,7 @@ export class RegisterTrace {
   #size = 0;
 
   /**
+   * An empty trace of `depth` entries.
    * @param depth entries kept
    * @param fold whether a repeat of the last entry's op and reg folds into it
    *   (default: always)

@@ -23,7 +23,10 @@ export interface Busybox {
 
 /** Thrown when no usable static busybox is found. */
 export class BusyboxError extends Error {
-  /** @param message what is missing and how to install it */
+  /**
+   * A busybox lookup error.
+   * @param message what is missing and how to install it
+   */
   constructor(message: string) {
     super(message);
     this.name = "BusyboxError";

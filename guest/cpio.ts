@@ -54,7 +54,10 @@ export interface CpioEntryOptions {
 
 /** Thrown for a malformed path, duplicate entry or corrupt archive. */
 export class CpioError extends Error {
-  /** @param message what was wrong, naming the path or offset */
+  /**
+   * A cpio error.
+   * @param message what was wrong, naming the path or offset
+   */
   constructor(message: string) {
     super(message);
     this.name = "CpioError";

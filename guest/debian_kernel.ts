@@ -45,7 +45,10 @@ export interface EnsureKernelOptions {
 
 /** Thrown when the kernel cannot be located, downloaded or unpacked. */
 export class KernelError extends Error {
-  /** @param message what failed and what to do about it */
+  /**
+   * A kernel lookup error.
+   * @param message what failed and what to do about it
+   */
   constructor(message: string) {
     super(message);
     this.name = "KernelError";

@@ -14,7 +14,10 @@ export type Compression = "xz" | "zstd" | "gzip";
 
 /** Thrown when data cannot be decompressed (or its library is missing). */
 export class DecompressError extends Error {
-  /** @param message what failed, naming the format */
+  /**
+   * A decompression error.
+   * @param message what failed, naming the format
+   */
   constructor(message: string) {
     super(message);
     this.name = "DecompressError";

@@ -14,7 +14,10 @@ export type ModInfo = Map<string, string[]>;
 
 /** Thrown when the bytes are not an ELF64 LE object or have no `.modinfo`. */
 export class ModInfoError extends Error {
-  /** @param message what was wrong */
+  /**
+   * A `.modinfo` read error.
+   * @param message what was wrong
+   */
   constructor(message: string) {
     super(message);
     this.name = "ModInfoError";

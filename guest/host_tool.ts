@@ -18,6 +18,7 @@ export interface HostToolResult {
 /** Thrown when a host tool is missing. */
 export class HostToolMissingError extends Error {
   /**
+   * A missing tool; the message names it and how to install it.
    * @param tool the program that was not found
    * @param hint how to install it
    */

@@ -36,7 +36,10 @@ export interface ResolveOptions {
 
 /** Thrown when a module is not found or cannot be read. */
 export class ModuleError extends Error {
-  /** @param message what was wrong, naming the module and kernel tree */
+  /**
+   * A module lookup error.
+   * @param message what was wrong, naming the module and kernel tree
+   */
   constructor(message: string) {
     super(message);
     this.name = "ModuleError";

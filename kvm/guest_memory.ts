@@ -21,6 +21,7 @@ export interface MemoryRegion {
 /** Thrown on an access outside guest RAM, or after the memory was closed. */
 export class GuestMemoryError extends Error {
   /**
+   * A failed access of `length` bytes at `gpa`.
    * @param gpa guest physical address of the access
    * @param length its length in bytes
    * @param reason what was wrong
@@ -40,7 +41,10 @@ interface Region extends MemoryRegion {
 export class GuestMemory {
   #regions: Region[];
 
-  /** @param regions non-overlapping regions (any order) */
+  /**
+   * A memory over `regions`. Throws if they overlap.
+   * @param regions non-overlapping regions (any order)
+   */
   constructor(regions: MemoryRegion[]) {
     const sorted = [...regions].sort((a, b) => a.gpa - b.gpa);
     for (let i = 1; i < sorted.length; i++) {

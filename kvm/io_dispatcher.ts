@@ -77,6 +77,7 @@ export class IoDispatcher {
   readonly #handle: (kind: number, address: bigint, data: Uint8Array) => void;
 
   /**
+   * A dispatcher of guest accesses to `pio` and `mmio`.
    * @param pio the port I/O bus
    * @param mmio the MMIO bus
    * @param log where device errors go

@@ -14,7 +14,10 @@ import { Vm } from "./vm.ts";
 
 /** Thrown when KVM cannot be used here: one clear line, no stack trace needed. */
 export class KvmUnavailableError extends Error {
-  /** @param message what is wrong and what to do */
+  /**
+   * An error saying why KVM cannot be used.
+   * @param message what is wrong and what to do
+   */
   constructor(message: string) {
     super(message);
     this.name = "KvmUnavailableError";

@@ -37,6 +37,7 @@ export function errnoName(errno: number): string {
 /** A failed system call: names the call and the errno (`KVM_RUN: EINTR`). */
 export class OsError extends Error {
   /**
+   * The error of a failed call; the message names the call and the errno.
    * @param call what was called (ioctl name, `open /dev/kvm`)
    * @param errno the errno value
    */

@@ -139,6 +139,7 @@ export class VcpuChannel {
   readonly #runSince: Float64Array;
 
   /**
+   * Views over one vCPU's channel and the VM's doorbell.
    * @param buffer the channel's shared memory ({@linkcode CHANNEL_BYTES} bytes)
    * @param doorbell the VM's shared doorbell ({@linkcode DOORBELL_BYTES})
    */

@@ -96,6 +96,7 @@ export class Vm {
   #nextSlot = 0;
 
   /**
+   * Wrap the VM fd `fd`.
    * @param fd the VM fd from KVM_CREATE_VM
    * @param vcpuMmapSize bytes of a vCPU's kvm_run mapping
    */

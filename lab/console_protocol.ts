@@ -45,7 +45,10 @@ export class LabChannelParser {
   readonly #start: Uint8Array;
   readonly #exit: Uint8Array;
 
-  /** @param marker the run's marker (see {@linkcode newMarker}) */
+  /**
+   * A parser waiting for the start line of the run `marker`.
+   * @param marker the run's marker (see {@linkcode newMarker})
+   */
   constructor(marker: string) {
     this.#start = ENC.encode(startLine(marker));
     this.#exit = ENC.encode(exitPrefix(marker));

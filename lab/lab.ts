@@ -91,6 +91,7 @@ export interface LabResult {
 /** Thrown when the lab cannot run or the L1 fails before reporting a status. */
 export class LabError extends Error {
   /**
+   * A lab failure, with the logs captured so far.
    * @param message what went wrong
    * @param console the L1 console log so far
    * @param output the command output captured so far
@@ -104,9 +105,11 @@ export class LabError extends Error {
 /** Thrown when the run exceeds `timeoutMs`; QEMU has been killed. */
 export class LabTimeoutError extends LabError {
   /**
+   * A run that exceeded `timeoutMs`.
    * @param timeoutMs the limit
    * @param console the L1 console log so far
    * @param output the command output captured so far
+   * @param started whether the command had started (false: the L1 was still booting)
    */
   constructor(
     readonly timeoutMs: number,
@@ -142,6 +145,7 @@ export class LabL1Error extends LabError {}
  */
 export class LabWedgedError extends LabL1Error {
   /**
+   * An L1 kernel that reported a CPU stuck for `stuckSeconds`.
    * @param stuckSeconds how long the L1 kernel said a CPU was stuck
    * @param console the L1 console log so far
    * @param output the command output captured so far
@@ -168,6 +172,7 @@ export class LabWedgedError extends LabL1Error {
  */
 export class LabKernelCrashError extends LabL1Error {
   /**
+   * An L1 kernel crash.
    * @param message what happened, with the tails of the output and console
    * @param console the L1 console log
    * @param output the command output captured so far
@@ -184,7 +189,10 @@ export class LabKernelCrashError extends LabL1Error {
  * an L1 that does not boot is the emulator's failure, not the command's.
  */
 export class LabBootTimeoutError extends LabL1Error {
-  /** @param console the L1 console log so far */
+  /**
+   * An L1 that did not start the command in time.
+   * @param console the L1 console log so far
+   */
   constructor(console: string) {
     super(
       `lab: the L1 did not start the command within ${BOOT_LIMIT_MS / 1000} s of QEMU starting; ` +

@@ -38,7 +38,10 @@ export const COMPILE_OUTPUT = "dist/dvmm";
 
 /** Thrown when the binary cannot be built (no denort, deno compile failed). */
 export class CompileError extends Error {
-  /** @param message what is missing or failed */
+  /**
+   * A build error.
+   * @param message what is missing or failed
+   */
   constructor(message: string) {
     super(message);
     this.name = "CompileError";

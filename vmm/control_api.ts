@@ -103,6 +103,7 @@ export interface ControlTarget {
 /** An error with an HTTP status, thrown by a {@linkcode ControlTarget} (e.g. 409 already paused). */
 export class ControlError extends Error {
   /**
+   * An error answer with HTTP status `status`.
    * @param status HTTP status for the answer (4xx/5xx)
    * @param message the `error` text
    */

@@ -35,6 +35,7 @@ export interface VmListEntry {
 /** Thrown when a VM cannot be reached or answers with an error status. */
 export class ControlClientError extends Error {
   /**
+   * A failed request to a VM.
    * @param message one line naming the VM
    * @param status the HTTP status when the VM answered with an error
    */

@@ -41,6 +41,7 @@ export interface ControlSocket {
 /** Thrown when the control socket cannot be opened. */
 export class ControlSocketError extends Error {
   /**
+   * An error about the control socket at `path`.
    * @param path the socket path
    * @param message what is wrong, naming the VM or path
    */

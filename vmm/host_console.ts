@@ -14,7 +14,10 @@ export class OutputBatcher {
   #chunks: Uint8Array[] = [];
   #scheduled = false;
 
-  /** @param write where bytes go (default: stdout, retrying partial writes) */
+  /**
+   * A batcher writing through `write`.
+   * @param write where bytes go (default: stdout, retrying partial writes)
+   */
   constructor(readonly write: (bytes: Uint8Array) => void = writeAllStdout) {}
 
   /** Queue bytes (copied). */
@@ -55,7 +58,10 @@ export function writeAllStdout(bytes: Uint8Array): void {
 export class EscapeFilter {
   #pending = false;
 
-  /** @param onQuit called when the user types Ctrl-A x */
+  /**
+   * A filter with no escape pending.
+   * @param onQuit called when the user types Ctrl-A x
+   */
   constructor(readonly onQuit: () => void) {}
 
   /** Process one chunk of input. */

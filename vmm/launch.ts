@@ -54,7 +54,10 @@ export interface LaunchOptions {
 
 /** A file the user named could not be used: one clear line, exit status 2. */
 export class LaunchError extends UsageError {
-  /** @param message what is wrong */
+  /**
+   * An unusable file named by the user.
+   * @param message what is wrong
+   */
   constructor(message: string) {
     super(message);
     this.name = "LaunchError";

@@ -148,7 +148,10 @@ export interface BzImage {
 
 /** Thrown for an image dvmm cannot boot; the message says what is wrong. */
 export class BzImageError extends Error {
-  /** @param message what is wrong with the image */
+  /**
+   * An image error; the message gets a `bzImage: ` prefix.
+   * @param message what is wrong with the image
+   */
   constructor(message: string) {
     super(`bzImage: ${message}`);
     this.name = "BzImageError";

@@ -36,7 +36,10 @@ export interface ElfKernel {
 
 /** Thrown for a file that is not a loadable x86-64 ELF kernel. */
 export class ElfError extends Error {
-  /** @param message what is wrong, with offsets */
+  /**
+   * An ELF error; the message gets an `ELF kernel: ` prefix.
+   * @param message what is wrong, with offsets
+   */
   constructor(message: string) {
     super(`ELF kernel: ${message}`);
     this.name = "ElfError";

@@ -115,7 +115,10 @@ export interface LinuxBoot {
 
 /** Thrown when the kernel, command line or initrd cannot be placed. */
 export class LoadError extends Error {
-  /** @param message what does not fit, with sizes and addresses */
+  /**
+   * A load error; the message gets a `load Linux: ` prefix.
+   * @param message what does not fit, with sizes and addresses
+   */
   constructor(message: string) {
     super(`load Linux: ${message}`);
     this.name = "LoadError";

@@ -27,7 +27,10 @@ export const PLUGIN_NAME = /^[a-z][a-z0-9-]{0,40}$/;
 
 /** Thrown for a bad name or when the files exist already. */
 export class SkeletonError extends Error {
-  /** @param message what is wrong */
+  /**
+   * A skeleton error.
+   * @param message what is wrong
+   */
   constructor(message: string) {
     super(message);
     this.name = "SkeletonError";

@@ -162,7 +162,10 @@ export interface CreatedShape {
 
 /** The worker broke the protocol (bad state, length, JSON): the host stops trusting it. */
 export class SandboxProtocolError extends Error {
-  /** @param message what the worker did wrong */
+  /**
+   * A protocol violation by the worker.
+   * @param message what the worker did wrong
+   */
   constructor(message: string) {
     super(message);
     this.name = "SandboxProtocolError";
@@ -180,7 +183,10 @@ export class SandboxChannel {
   /** Payloads. */
   readonly data: Uint8Array;
 
-  /** @param buffer an existing channel buffer, or none to allocate a new one */
+  /**
+   * Views over `buffer` (or a new buffer). Throws if its size is wrong.
+   * @param buffer an existing channel buffer, or none to allocate a new one
+   */
   constructor(buffer?: SharedArrayBuffer) {
     const wideAt = CTRL_WORDS * 4;
     const dataAt = wideAt + WIDE_WORDS * 8;

@@ -21,7 +21,11 @@ export class FieldBlock<K extends string> {
   readonly #fields: readonly [K, Field][];
   readonly #handlers: FieldHandlers<K>;
 
-  /** @param layout name -> offset/size (sizes 1, 2 or 4) */
+  /**
+   * A block of the fields of `layout`, served by `handlers`.
+   * @param layout name -> offset/size (sizes 1, 2 or 4)
+   * @param handlers called on guest reads and writes of the fields
+   */
   constructor(layout: Readonly<Record<K, Field>>, handlers: FieldHandlers<K>) {
     this.#fields = (Object.entries(layout) as [K, Field][]).sort((a, b) =>
       a[1].offset - b[1].offset

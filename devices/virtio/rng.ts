@@ -38,7 +38,11 @@ export class VirtioRng implements VirtioDevice {
   readonly #random: RandomSource;
   #ctx: VirtioDeviceContext | null = null;
 
-  /** @param random where bytes come from (default: crypto.getRandomValues) */
+  /**
+   * A device with one request queue of `options.queueSize` entries (default 64), its bytes
+   * from `options.random` (default: crypto.getRandomValues).
+   * @param options queue size and random source
+   */
   constructor(options: { queueSize?: number; random?: RandomSource } = {}) {
     this.queueSizes = [options.queueSize ?? 64];
     this.#random = options.random ?? cryptoRandom;

@@ -80,6 +80,7 @@ const POLLFD = { FD: 0, EVENTS: 4, REVENTS: 6, SIZE: 8 } as const;
 /** A TAP that could not be opened; the message starts with `tap=NAME:`. */
 export class TapError extends Error {
   /**
+   * An error about one TAP.
    * @param tap the interface name
    * @param detail what went wrong and what to do about it
    */
