@@ -2,7 +2,8 @@
  * Runs inside the lab's L1, before the command: holds one idle KVM VM with an
  * in-kernel irqchip and one vCPU that never runs, so its local APIC stays
  * software-disabled for the whole lab run. Then writes `argv[0]` (the ready
- * file) and sleeps until the L1 powers off.
+ * file) and sleeps until the L1 powers off. A compiled dvmm runs the same code
+ * as its hidden command `dvmm lab-kvm-pin <ready file>`.
  *
  * Why: KVM counts software-disabled local APICs in a deferred static key
  * (`apic_sw_disabled`). Each guest that enables its APIC takes the count
@@ -23,22 +24,31 @@ const KVM_CREATE_IRQCHIP = 0xae60n;
 const KVM_CREATE_VCPU = 0xae41n;
 const O_RDWR_CLOEXEC = 0o2 | 0o2000000;
 
-const ready = Deno.args[0];
-const libc = Deno.dlopen("libc.so.6", {
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
-});
-const check = (what: string, r: number) => {
-  if (r < 0) throw new Error(`kvm pin: ${what} failed`);
-  return r;
-};
-const kvm = check(
-  "open /dev/kvm",
-  libc.symbols.open(new TextEncoder().encode("/dev/kvm\0"), O_RDWR_CLOEXEC),
-);
-const vm = check("KVM_CREATE_VM", libc.symbols.ioctl(kvm, KVM_CREATE_VM, 0n));
-check("KVM_CREATE_IRQCHIP", libc.symbols.ioctl(vm, KVM_CREATE_IRQCHIP, 0n));
-check("KVM_CREATE_VCPU", libc.symbols.ioctl(vm, KVM_CREATE_VCPU, 0n));
-if (ready) await Deno.writeTextFile(ready, `${Deno.pid}\n`);
-// Keep the fds (and so the VM) until the L1 powers off.
-setInterval(() => {}, 1 << 30);
+/**
+ * Hold the idle VM until the process ends; write this process's pid to
+ * `ready` (when given) once the VM is held. Throws if /dev/kvm or an ioctl
+ * fails.
+ * @param ready the file to write once the VM is held
+ */
+export async function holdKvmPin(ready?: string): Promise<void> {
+  const libc = Deno.dlopen("libc.so.6", {
+    open: { parameters: ["buffer", "i32"], result: "i32" },
+    ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
+  });
+  const check = (what: string, r: number) => {
+    if (r < 0) throw new Error(`kvm pin: ${what} failed`);
+    return r;
+  };
+  const kvm = check(
+    "open /dev/kvm",
+    libc.symbols.open(new TextEncoder().encode("/dev/kvm\0"), O_RDWR_CLOEXEC),
+  );
+  const vm = check("KVM_CREATE_VM", libc.symbols.ioctl(kvm, KVM_CREATE_VM, 0n));
+  check("KVM_CREATE_IRQCHIP", libc.symbols.ioctl(vm, KVM_CREATE_IRQCHIP, 0n));
+  check("KVM_CREATE_VCPU", libc.symbols.ioctl(vm, KVM_CREATE_VCPU, 0n));
+  if (ready) await Deno.writeTextFile(ready, `${Deno.pid}\n`);
+  // Keep the fds (and so the VM) until the L1 powers off.
+  setInterval(() => {}, 1 << 30);
+}
+
+if (import.meta.main) await holdKvmPin(Deno.args[0]);

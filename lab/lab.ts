@@ -46,6 +46,7 @@ import { ensureKernel, type KernelAssets } from "../guest/debian_kernel.ts";
 import { findOnPath, HostToolMissingError } from "../guest/host_tool.ts";
 import { ensureVmlinux } from "../guest/vmlinux.ts";
 import { LabChannelParser, newMarker } from "./console_protocol.ts";
+import { isCompiled } from "../vmm/is_compiled.ts";
 import { ensureL1Base, l1RunArchive, type LabShare } from "./l1_initramfs.ts";
 
 /** Options for {@linkcode runInLab}. */
@@ -365,22 +366,33 @@ export const KVM_PIN_READY = "/run/lab/kvm_pinned";
 const KVM_PIN_ENDED = "/run/lab/kvm_pin.ended";
 
 /**
- * Shell lines that start the L1 KVM pin in the background and wait (up to
- * 20 s) until it holds its VM: see l1_kvm_pin.ts for why. Its output goes to
- * /run/lab/kvm_pin.log, never to the command's. Nothing when the script is not
- * on disk (a compiled dvmm: the lab then runs without the pin).
+ * The command that starts the L1 KVM pin: the script under Deno from a source
+ * checkout, or a compiled dvmm's hidden `lab-kvm-pin` command; null when
+ * neither can run (the lab then runs without the pin).
  */
-function kvmPinLines(): string[] {
+export function kvmPinArgv(compiled: boolean = isCompiled()): string[] | null {
+  if (compiled) return [Deno.execPath(), "lab-kvm-pin", KVM_PIN_READY];
   const url = new URL("./l1_kvm_pin.ts", import.meta.url);
-  if (url.protocol !== "file:") return [];
+  if (url.protocol !== "file:") return null;
   const pin = fileURLToPath(url);
   try {
     Deno.statSync(pin);
   } catch {
-    return [];
+    return null;
   }
   const deno = [Deno.execPath(), "run", "-A", "--no-check", "--cached-only", "--no-config"];
-  const start = [...deno, "--no-lock", pin, KVM_PIN_READY].map(shellQuote).join(" ");
+  return [...deno, "--no-lock", pin, KVM_PIN_READY];
+}
+
+/**
+ * Shell lines that start the L1 KVM pin ({@linkcode kvmPinArgv}) in the
+ * background and wait (up to 20 s) until it holds its VM: see l1_kvm_pin.ts
+ * for why. Its output goes to /run/lab/kvm_pin.log, never to the command's.
+ */
+function kvmPinLines(): string[] {
+  const argv = kvmPinArgv();
+  if (!argv) return [];
+  const start = argv.map(shellQuote).join(" ");
   // Started from a subshell that exits at once: the pin is no job of the command's shell (a
   // plain `wait` in the command must not wait for it).
   return [

@@ -50,6 +50,15 @@ function program(): Command {
     Deno.exit(exit.status);
   });
 
+  // Inside the nested lab, a compiled dvmm (which has no script files to run) holds the L1's
+  // KVM pin itself: see lab/l1_kvm_pin.ts.
+  cli.command("lab-kvm-pin", { hidden: true })
+    .argument("<ready>", "file to write once the VM is held")
+    .action(async (ready) => {
+      const { holdKvmPin } = await import("../lab/l1_kvm_pin.ts");
+      await holdKvmPin(ready);
+    });
+
   cli.command("schema")
     .description("print the JSON Schema of a VM config file (for editors)")
     .action(async () => {

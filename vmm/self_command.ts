@@ -11,6 +11,7 @@
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { shellQuote } from "../lab/lab.ts";
+import { isCompiled } from "./is_compiled.ts";
 
 /** Deno flags a source run of dvmm needs (sandboxed plugins use worker permissions). */
 export const SOURCE_RUN_FLAGS: readonly string[] = [
@@ -21,11 +22,7 @@ export const SOURCE_RUN_FLAGS: readonly string[] = [
   "--unstable-worker-options",
 ];
 
-/** Is this process a `deno compile`d dvmm (not `deno run main.ts`)? */
-export function isCompiled(): boolean {
-  const exe = Deno.execPath().split("/").pop() ?? "";
-  return !/^deno(\.exe)?$/.test(exe) || Deno.mainModule.includes("/deno-compile-");
-}
+export { isCompiled };
 
 /** argv that runs dvmm with `args` (a subcommand and its options). */
 export function selfArgv(args: readonly string[]): string[] {
