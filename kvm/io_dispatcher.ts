@@ -140,7 +140,11 @@ export class IoDispatcher {
     if (this.#running) return;
     this.#running = true;
     // Atomics.waitAsync does not keep Deno's event loop alive, nor always wake it: a timer does.
-    this.#keepAlive = setInterval(() => {}, EVENT_LOOP_TICK_MS);
+    // The tick also samples each vCPU's KVM_RUN state for stall reports (VcpuChannel.sampleRun).
+    this.#keepAlive = setInterval(() => {
+      const now = Date.now();
+      for (const c of this.#channels) c.sampleRun(now);
+    }, EVENT_LOOP_TICK_MS);
     this.#loop = this.#run();
   }
 

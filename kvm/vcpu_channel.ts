@@ -53,15 +53,18 @@ const W = {
   STATE: 8,
   /** 1 while the worker is inside KVM_RUN (see {@linkcode VcpuChannel.enterRun}). */
   IN_RUN: 9,
+  /** How many times the worker has come back from KVM_RUN (wrapping); past the counters. */
+  RUNS: 28,
 } as const;
 /** Byte offset of the sync request's 8 data bytes. */
 const SYNC_DATA = 40;
-/** Byte offset of the counters (Float64 each). */
+/** Byte offset of the counters (Float64 each; six of them, up to byte 112, where W.RUNS is). */
 const COUNTERS = 64;
-/** Byte offset of the time (epoch ms, Float64) the worker last entered or left KVM_RUN. */
-const RUN_SINCE = 120;
 /** Byte offset of the ring. */
 const RING = 128;
+if (COUNTERS + 8 * COUNTER_NAMES.length > 4 * W.RUNS || 4 * W.RUNS + 4 > RING) {
+  throw new Error("vcpu_channel: the RUNS word overlaps the counters or the ring");
+}
 /** Ring entry: u32 kind|size<<8, u32 addr lo, u32 addr hi, u32 ticket, 8 data bytes. */
 const ENTRY = 16 + 8;
 /** Ring capacity in entries (a power of two). */
@@ -136,7 +139,8 @@ export class VcpuChannel {
   #applied: number | null = null;
   /** Exit counters (see {@linkcode COUNTER}). */
   readonly counters: Float64Array;
-  readonly #runSince: Float64Array;
+  /** VMM side: the IN_RUN and RUNS words at the last {@linkcode sampleRun}, and when they changed. */
+  #runSample = { inRun: -1, runs: -1, since: 0 };
 
   /**
    * Views over one vCPU's channel and the VM's doorbell.
@@ -148,7 +152,6 @@ export class VcpuChannel {
     this.#bytes = new Uint8Array(buffer);
     this.#doorbell = new Int32Array(doorbell);
     this.counters = new Float64Array(buffer, COUNTERS, COUNTER_NAMES.length);
-    this.#runSince = new Float64Array(buffer, RUN_SINCE, 1);
   }
 
   /** A new channel with fresh shared memory, on a given VM doorbell. */
@@ -249,17 +252,19 @@ export class VcpuChannel {
   /**
    * Worker: about to enter KVM_RUN. With {@linkcode leaveRun} this lets a
    * stall report say whether a silent vCPU sits in the kernel (the guest, or
-   * KVM) or in dvmm's own code, and for how long.
+   * KVM) or in dvmm's own code, and (through the VMM thread's
+   * {@linkcode sampleRun}) for how long. No clock is read here: on a host
+   * whose clock source is slow to read (the lab's L1 reads an emulated HPET)
+   * two clock reads per exit cost a fifth of the exit.
    */
   enterRun(): void {
-    this.#runSince[0] = Date.now();
     Atomics.store(this.#words, W.IN_RUN, 1);
   }
 
   /** Worker: back from KVM_RUN. */
   leaveRun(): void {
-    this.#runSince[0] = Date.now();
     Atomics.store(this.#words, W.IN_RUN, 0);
+    Atomics.add(this.#words, W.RUNS, 1);
   }
 
   // ---- VMM side ----
@@ -274,6 +279,21 @@ export class VcpuChannel {
     return Atomics.load(this.#words, W.STATE);
   }
 
+  /**
+   * VMM: note the time (epoch ms, default now) if the worker entered or left
+   * KVM_RUN since the last sample; the stall report counts from there. Call
+   * it regularly (the dispatcher does, on its event-loop tick).
+   */
+  sampleRun(now: number = Date.now()): void {
+    const w = this.#words, s = this.#runSample;
+    const inRun = Atomics.load(w, W.IN_RUN), runs = Atomics.load(w, W.RUNS);
+    if (inRun !== s.inRun || runs !== s.runs) {
+      s.inRun = inRun;
+      s.runs = runs;
+      s.since = now;
+    }
+  }
+
   /** VMM: the channel's words as they stand, for a stall report. */
   describe(): string {
     const w = this.#words;
@@ -282,11 +302,14 @@ export class VcpuChannel {
     const state = Object.keys(VCPU_STATE)[Atomics.load(w, W.STATE)] ?? "?";
     const control = Object.keys(CONTROL)[Atomics.load(w, W.CONTROL)] ?? "?";
     const counts = COUNTER_NAMES.map((n, i) => `${n}=${this.counters[i]}`).join(" ");
-    const since = this.#runSince[0] ? ((Date.now() - this.#runSince[0]) / 1000).toFixed(1) : "?";
+    this.sampleRun();
+    const since = ((Date.now() - this.#runSample.since) / 1000).toFixed(1);
     const where = Atomics.load(w, W.IN_RUN) ? "in KVM_RUN" : "out of KVM_RUN";
     return `${state} control=${control} sync=${sync} (kind ${w[W.SYNC_KIND]} at 0x${
       at.toString(16)
-    }) ring=${Atomics.load(w, W.HEAD) - Atomics.load(w, W.TAIL)} ${where} for ${since} s ${counts}`;
+    }) ring=${
+      Atomics.load(w, W.HEAD) - Atomics.load(w, W.TAIL)
+    } ${where} for ${since} s or more ${counts}`;
   }
 
   /** VMM: ask the worker to run, pause or stop (the caller kicks it out of KVM_RUN). */

@@ -142,13 +142,17 @@ Deno.test("an access to nothing reads all-ones and is counted as unclaimed", () 
   strictEqual(d.stats.unclaimed, 1);
 });
 
-Deno.test("the stall report says whether the worker is inside KVM_RUN, and for how long", () => {
+Deno.test("the stall report says whether the worker is inside KVM_RUN, and since when the VMM thread saw it change", () => {
   const ch = VcpuChannel.create(new SharedArrayBuffer(DOORBELL_BYTES));
   ch.enterRun();
-  match(ch.describe(), / in KVM_RUN for 0\.\d s /);
+  ch.sampleRun(Date.now() - 5_000); // the dispatcher's tick saw the vCPU enter 5 s ago
+  ch.sampleRun(Date.now() - 2_000); // nothing changed since: the time stays
+  match(ch.describe(), / in KVM_RUN for [45]\.\d s or more /);
   ch.leaveRun();
-  match(ch.describe(), / out of KVM_RUN for 0\.\d s /);
-  ch.counters[COUNTER.OTHER] = 7; // the run time is stored past the counters, not over them
-  ch.enterRun();
+  ch.enterRun(); // left and entered again between two samples: still a change (the run count)
+  match(ch.describe(), / in KVM_RUN for 0\.\d s or more /);
+  ch.counters[COUNTER.OTHER] = 7; // the run count is stored past the counters, not over them
+  ch.leaveRun();
   strictEqual(ch.counters[COUNTER.OTHER], 7);
+  match(ch.describe(), / out of KVM_RUN for 0\.\d s or more /);
 });
