@@ -34,8 +34,14 @@ export async function benchPioExits(
     const pio = new Bus("pio");
     pio.register(0xe9n, 1n, { read: () => {}, write: () => count++ }, "bench sink");
     const r = await runBareGuest({ code, pio, postedPorts: [[0xe9, 1]] });
-    if (r.exit.kind !== "hlt" || count !== EXITS) {
-      throw new Error(`dvmm run ended with ${r.exit.kind} after ${count} exits`);
+    if (r.exit.kind !== "hlt" || count !== EXITS || r.pioWriteExits !== EXITS) {
+      // Which count is off tells a write applied twice (the worker saw EXITS) from a guest `out`
+      // executed twice (the worker saw more).
+      throw new Error(
+        `dvmm run ended with ${r.exit.kind}: ${count} writes reached the device, the dispatcher ` +
+          `applied ${r.accesses}, the vCPU worker saw ${r.pioWriteExits} port-write exits ` +
+          `(the guest makes ${EXITS})`,
+      );
     }
     dvmm.push(r.runMs * 1000 / EXITS);
     console.log(

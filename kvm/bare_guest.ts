@@ -12,6 +12,7 @@ import { IoDispatcher, type Logger } from "./io_dispatcher.ts";
 import { Kvm } from "./kvm.ts";
 import type { GuestMemory } from "./guest_memory.ts";
 import { VcpuThread } from "./vcpu_thread.ts";
+import { COUNTER } from "./vcpu_channel.ts";
 import type { VcpuExit } from "./vcpu_exit.ts";
 
 /** What to run and where its devices are. */
@@ -40,6 +41,8 @@ export interface BareGuestResult {
   exit: VcpuExit;
   /** Dispatcher counts. */
   accesses: number;
+  /** Port writes the vCPU worker saw leave KVM_RUN (its exit counter). */
+  pioWriteExits: number;
   /** Wall time from the first KVM_RUN to the exit, in ms. */
   runMs: number;
 }
@@ -80,7 +83,12 @@ export async function runBareGuest(options: BareGuestOptions): Promise<BareGuest
     const exit = await vcpu.exited;
     const runMs = performance.now() - t0;
     await dispatcher.stop();
-    return { exit, accesses: dispatcher.stats.accesses, runMs };
+    return {
+      exit,
+      accesses: dispatcher.stats.accesses,
+      pioWriteExits: vcpu.channel.counters[COUNTER.PIO_WRITE],
+      runMs,
+    };
   } finally {
     vm.close();
     kvm.close();
