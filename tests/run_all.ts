@@ -20,7 +20,7 @@ await defaultGuestPaths();
 const suites: SuiteResult[] = [];
 if (!only || only === "unit") suites.push(await runHostSuite("unit", ["tests/unit"]));
 if (!only || only === "lab") {
-  suites.push(await runHostSuite("lab", ["tests/lab"]));
+  suites.push(await runHostSuite("lab", ["tests/lab"], [], true));
   suites.push(await runKvmSuite(["tests/kvm"]));
 }
 

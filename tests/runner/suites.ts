@@ -44,11 +44,6 @@ export const MAX_RERUN_FILES = 3;
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
-async function readReport(path: string): Promise<TestCounts | undefined> {
-  const cases = await readCases(path);
-  return cases && countCases(cases);
-}
-
 async function readCases(path: string): Promise<TestCase[] | undefined> {
   try {
     return parseJunit(await Deno.readTextFile(path));
@@ -68,26 +63,54 @@ const missing = (name: string): TestCounts => ({
 /** L1 console lines worth showing after a KVM suite run. */
 const L1_TROUBLE = /soft lockup|rcu_sched|rcu: INFO|BUG:|WARNING:|hung_task|blocked for more than/;
 
-/** Run `deno test` on the host over `paths`. */
+/**
+ * Run `deno test` on the host over `paths`. With `rerunFailed` (the lab
+ * suite, whose tests boot their own lab), the files of up to
+ * {@linkcode MAX_RERUN_FILES} failed tests run once more, as the KVM suite's
+ * do (see {@linkcode runKvmSuite}).
+ */
 export async function runHostSuite(
   name: string,
   paths: string[],
   extra: string[] = [],
+  rerunFailed = false,
 ): Promise<SuiteResult> {
   const t0 = performance.now();
   const dir = await Deno.makeTempDir({ prefix: "dvmm-test-" });
-  const report = `${dir}/${name}.xml`;
-  const args = ["test", "-A", `--junit-path=${report}`, ...extra, ...paths];
-  const r = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: ROOT,
-    stdout: "inherit",
-    stderr: "inherit",
-  })
-    .output();
-  const counts = await readReport(report) ?? missing(name);
+  const run = async (files: string[], report: string) => {
+    const args = ["test", "-A", `--junit-path=${report}`, ...extra, ...files];
+    const r = await new Deno.Command(Deno.execPath(), {
+      args,
+      cwd: ROOT,
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    return r.code;
+  };
+  let status = await run(paths, `${dir}/${name}.xml`);
+  let cases = await readCases(`${dir}/${name}.xml`);
+  let passedOnRerun: TestFailure[] | undefined;
+  const files = cases ? failedFiles(cases) : [];
+  if (rerunFailed && cases && files.length > 0 && files.length <= MAX_RERUN_FILES) {
+    console.error(`${name}: running ${files.join(", ")} once more`);
+    const rerunStatus = await run(files, `${dir}/${name}-rerun.xml`);
+    const rerun = await readCases(`${dir}/${name}-rerun.xml`);
+    if (rerun) {
+      const merged = mergeRerun(cases, rerun);
+      cases = merged.cases;
+      passedOnRerun = merged.passedOnRerun;
+      status = rerunStatus;
+    }
+  }
+  const counts = cases ? countCases(cases) : missing(name);
   await Deno.remove(dir, { recursive: true });
-  return { name, counts, status: r.code, seconds: (performance.now() - t0) / 1000 };
+  return {
+    name,
+    counts,
+    status,
+    seconds: (performance.now() - t0) / 1000,
+    ...(passedOnRerun?.length ? { passedOnRerun } : {}),
+  };
 }
 
 /**
