@@ -22,8 +22,6 @@ export const SOURCE_RUN_FLAGS: readonly string[] = [
   "--unstable-worker-options",
 ];
 
-export { isCompiled };
-
 /** argv that runs dvmm with `args` (a subcommand and its options). */
 export function selfArgv(args: readonly string[]): string[] {
   if (isCompiled()) return [Deno.execPath(), ...args];

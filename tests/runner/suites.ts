@@ -69,15 +69,13 @@ const L1_TROUBLE = /soft lockup|rcu_sched|rcu: INFO|BUG:|WARNING:|hung_task|bloc
  * {@linkcode MAX_RERUN_FILES} failed tests run once more, as the KVM suite's
  * do (see {@linkcode runKvmSuite}).
  */
-export async function runHostSuite(
+export function runHostSuite(
   name: string,
   paths: string[],
   extra: string[] = [],
   rerunFailed = false,
 ): Promise<SuiteResult> {
-  const t0 = performance.now();
-  const dir = await Deno.makeTempDir({ prefix: "dvmm-test-" });
-  const run = async (files: string[], report: string) => {
+  return runWithRerun(name, paths, rerunFailed, async (files, report) => {
     const args = ["test", "-A", `--junit-path=${report}`, ...extra, ...files];
     const r = await new Deno.Command(Deno.execPath(), {
       args,
@@ -86,31 +84,7 @@ export async function runHostSuite(
       stderr: "inherit",
     }).output();
     return r.code;
-  };
-  let status = await run(paths, `${dir}/${name}.xml`);
-  let cases = await readCases(`${dir}/${name}.xml`);
-  let passedOnRerun: TestFailure[] | undefined;
-  const files = cases ? failedFiles(cases) : [];
-  if (rerunFailed && cases && files.length > 0 && files.length <= MAX_RERUN_FILES) {
-    console.error(`${name}: running ${files.join(", ")} once more`);
-    const rerunStatus = await run(files, `${dir}/${name}-rerun.xml`);
-    const rerun = await readCases(`${dir}/${name}-rerun.xml`);
-    if (rerun) {
-      const merged = mergeRerun(cases, rerun);
-      cases = merged.cases;
-      passedOnRerun = merged.passedOnRerun;
-      status = rerunStatus;
-    }
-  }
-  const counts = cases ? countCases(cases) : missing(name);
-  await Deno.remove(dir, { recursive: true });
-  return {
-    name,
-    counts,
-    status,
-    seconds: (performance.now() - t0) / 1000,
-    ...(passedOnRerun?.length ? { passedOnRerun } : {}),
-  };
+  });
 }
 
 /**
@@ -129,8 +103,6 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
   await defaultGuestPaths();
   if (hasKvm()) return runHostSuite("kvm", paths, ["--no-check"]);
   const assets = await buildKvmTestAssets();
-  const t0 = performance.now();
-  const dir = await Deno.makeTempDir({ prefix: "dvmm-lab-report-" });
   const env: Record<string, string> = {
     DVMM_CACHE_DIR: dvmmCacheDir(),
     [KVM_TEST_ASSETS_ENV]: JSON.stringify(assets),
@@ -139,18 +111,39 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
     const v = Deno.env.get(key);
     if (v !== undefined) env[key] = v;
   }
-  let status = await runTestsInLab(paths, `${dir}/kvm.xml`, dir, env);
-  let cases = await readCases(`${dir}/kvm.xml`);
+  return runWithRerun(
+    "kvm",
+    paths,
+    true,
+    (files, report, dir) => runTestsInLab(files, report, dir, env),
+  );
+}
+
+/**
+ * Run `paths` with `run` (given the files, the JUnit report path to write and
+ * its directory; returns the exit status). With `rerunFailed`, the files of
+ * up to {@linkcode MAX_RERUN_FILES} failed tests run once more and their
+ * tests take the second outcome; the first failures of tests that then
+ * passed are kept in `passedOnRerun`.
+ */
+async function runWithRerun(
+  name: string,
+  paths: string[],
+  rerunFailed: boolean,
+  run: (files: string[], report: string, dir: string) => Promise<number>,
+): Promise<SuiteResult> {
+  const t0 = performance.now();
+  const dir = await Deno.makeTempDir({ prefix: `dvmm-${name}-report-` });
+  let status = await run(paths, `${dir}/${name}.xml`, dir);
+  let cases = await readCases(`${dir}/${name}.xml`);
   let passedOnRerun: TestFailure[] | undefined;
   const files = cases ? failedFiles(cases) : [];
-  if (cases && files.length > 0 && files.length <= MAX_RERUN_FILES) {
+  if (rerunFailed && cases && files.length > 0 && files.length <= MAX_RERUN_FILES) {
     console.error(
-      `lab: ${countCases(cases).failed} test(s) failed; running ${
-        files.join(", ")
-      } once more in a fresh lab boot`,
+      `${name}: ${countCases(cases).failed} test(s) failed; running ${files.join(", ")} once more`,
     );
-    const rerunStatus = await runTestsInLab(files, `${dir}/kvm-rerun.xml`, dir, env);
-    const rerun = await readCases(`${dir}/kvm-rerun.xml`);
+    const rerunStatus = await run(files, `${dir}/${name}-rerun.xml`, dir);
+    const rerun = await readCases(`${dir}/${name}-rerun.xml`);
     if (rerun) {
       const merged = mergeRerun(cases, rerun);
       cases = merged.cases;
@@ -158,10 +151,10 @@ export async function runKvmSuite(paths: string[]): Promise<SuiteResult> {
       status = rerunStatus;
     }
   }
-  const counts = cases ? countCases(cases) : missing("kvm");
+  const counts = cases ? countCases(cases) : missing(name);
   await Deno.remove(dir, { recursive: true });
   return {
-    name: "kvm",
+    name,
     counts,
     status,
     seconds: (performance.now() - t0) / 1000,
