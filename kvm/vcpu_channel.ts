@@ -51,20 +51,18 @@ const W = {
   SYNC_ADDR_HI: 6,
   CONTROL: 7,
   STATE: 8,
-  /** 1 while the worker is inside KVM_RUN (see {@linkcode VcpuChannel.enterRun}). */
-  IN_RUN: 9,
-  /** How many times the worker has come back from KVM_RUN (wrapping); past the counters. */
-  RUNS: 28,
+  /**
+   * Bumped as the worker enters and as it leaves KVM_RUN (wrapping): odd while it is inside (see
+   * {@linkcode VcpuChannel.enterRun}).
+   */
+  RUN_EDGES: 9,
 } as const;
 /** Byte offset of the sync request's 8 data bytes. */
 const SYNC_DATA = 40;
-/** Byte offset of the counters (Float64 each; six of them, up to byte 112, where W.RUNS is). */
+/** Byte offset of the counters (Float64 each). */
 const COUNTERS = 64;
 /** Byte offset of the ring. */
 const RING = 128;
-if (COUNTERS + 8 * COUNTER_NAMES.length > 4 * W.RUNS || 4 * W.RUNS + 4 > RING) {
-  throw new Error("vcpu_channel: the RUNS word overlaps the counters or the ring");
-}
 /** Ring entry: u32 kind|size<<8, u32 addr lo, u32 addr hi, u32 ticket, 8 data bytes. */
 const ENTRY = 16 + 8;
 /** Ring capacity in entries (a power of two). */
@@ -139,8 +137,8 @@ export class VcpuChannel {
   #applied: number | null = null;
   /** Exit counters (see {@linkcode COUNTER}). */
   readonly counters: Float64Array;
-  /** VMM side: the IN_RUN and RUNS words at the last {@linkcode sampleRun}, and when they changed. */
-  #runSample = { inRun: -1, runs: -1, since: 0 };
+  /** VMM side: the RUN_EDGES word at the last {@linkcode sampleRun}, and when it changed. */
+  #runSample = { edges: -1, since: 0 };
 
   /**
    * Views over one vCPU's channel and the VM's doorbell.
@@ -258,13 +256,12 @@ export class VcpuChannel {
    * two clock reads per exit cost a fifth of the exit.
    */
   enterRun(): void {
-    Atomics.store(this.#words, W.IN_RUN, 1);
+    Atomics.add(this.#words, W.RUN_EDGES, 1);
   }
 
   /** Worker: back from KVM_RUN. */
   leaveRun(): void {
-    Atomics.store(this.#words, W.IN_RUN, 0);
-    Atomics.add(this.#words, W.RUNS, 1);
+    Atomics.add(this.#words, W.RUN_EDGES, 1);
   }
 
   // ---- VMM side ----
@@ -281,17 +278,12 @@ export class VcpuChannel {
 
   /**
    * VMM: note the time (epoch ms, default now) if the worker entered or left
-   * KVM_RUN since the last sample; the stall report counts from there. Call
+   * KVM_RUN since the last sample (the edge count changed); the stall report counts from there. Call
    * it regularly (the dispatcher does, on its event-loop tick).
    */
   sampleRun(now: number = Date.now()): void {
-    const w = this.#words, s = this.#runSample;
-    const inRun = Atomics.load(w, W.IN_RUN), runs = Atomics.load(w, W.RUNS);
-    if (inRun !== s.inRun || runs !== s.runs) {
-      s.inRun = inRun;
-      s.runs = runs;
-      s.since = now;
-    }
+    const edges = Atomics.load(this.#words, W.RUN_EDGES);
+    if (edges !== this.#runSample.edges) this.#runSample = { edges, since: now };
   }
 
   /** VMM: the channel's words as they stand, for a stall report. */
@@ -304,7 +296,7 @@ export class VcpuChannel {
     const counts = COUNTER_NAMES.map((n, i) => `${n}=${this.counters[i]}`).join(" ");
     this.sampleRun();
     const since = ((Date.now() - this.#runSample.since) / 1000).toFixed(1);
-    const where = Atomics.load(w, W.IN_RUN) ? "in KVM_RUN" : "out of KVM_RUN";
+    const where = Atomics.load(w, W.RUN_EDGES) & 1 ? "in KVM_RUN" : "out of KVM_RUN";
     return `${state} control=${control} sync=${sync} (kind ${w[W.SYNC_KIND]} at 0x${
       at.toString(16)
     }) ring=${

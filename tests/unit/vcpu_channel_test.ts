@@ -149,9 +149,9 @@ Deno.test("the stall report says whether the worker is inside KVM_RUN, and since
   ch.sampleRun(Date.now() - 2_000); // nothing changed since: the time stays
   match(ch.describe(), / in KVM_RUN for [45]\.\d s or more /);
   ch.leaveRun();
-  ch.enterRun(); // left and entered again between two samples: still a change (the run count)
+  ch.enterRun(); // left and entered again between two samples: still a change (the edge count)
   match(ch.describe(), / in KVM_RUN for 0\.\d s or more /);
-  ch.counters[COUNTER.OTHER] = 7; // the run count is stored past the counters, not over them
+  ch.counters[COUNTER.OTHER] = 7; // the edge count is a header word, not over the counters
   ch.leaveRun();
   strictEqual(ch.counters[COUNTER.OTHER], 7);
   match(ch.describe(), / out of KVM_RUN for 0\.\d s or more /);
