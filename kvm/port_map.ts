@@ -9,17 +9,23 @@
  *   with no round trip: Linux probes a few dozen absent legacy ports (COM2-4,
  *   Super I/O config) at every boot.
  *
+ * After the bitmaps comes PCI configuration mechanism #1's shared state
+ * (pci/conf1_shared.ts): with it, a vCPU also serves CONFIG_ADDRESS writes and
+ * config reads of absent PCI functions itself.
+ *
  * @module
  */
+
+import { CONF1_SHARED_BYTES } from "../pci/conf1_shared.ts";
 
 /** Number of I/O ports. */
 export const PORT_COUNT = 0x1_0000;
 
-/** Byte offsets of the bitmaps in the map. */
-export const PORT_MAP = { POSTED: 0, CLAIMED: PORT_COUNT / 8 } as const;
+/** Byte offsets of the bitmaps and of mechanism #1's state in the map. */
+export const PORT_MAP = { POSTED: 0, CLAIMED: PORT_COUNT / 8, CONF1: 2 * PORT_COUNT / 8 } as const;
 
 /** Size of the map in bytes. */
-export const PORT_MAP_BYTES = 2 * PORT_COUNT / 8;
+export const PORT_MAP_BYTES = PORT_MAP.CONF1 + CONF1_SHARED_BYTES;
 
 /** Is `port`'s bit set in the bitmap at byte offset `bitmap` of `map`? */
 export function portBit(map: Uint8Array, bitmap: number, port: number): boolean {

@@ -35,6 +35,8 @@ export const COUNTER = {
   MMIO_READ: 3,
   INTR: 4,
   OTHER: 5,
+  /** Port exits the vCPU thread served itself (unclaimed ports, PCI mechanism #1's common accesses). */
+  LOCAL: 6,
 } as const;
 
 /** Names of the counters, in index order. */

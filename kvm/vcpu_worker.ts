@@ -12,6 +12,7 @@
 import { KVM_EXIT, KVM_EXIT_IO, KVM_EXIT_NAMES, KVM_SYSTEM_EVENT } from "./ioctls.ts";
 import { offsetOf } from "./layout.ts";
 import { PORT_MAP, portBit } from "./port_map.ts";
+import { answerConf1, Conf1Shared } from "../pci/conf1_shared.ts";
 import { kvmRun } from "./kvm_structs.ts";
 import { libc } from "./libc.ts";
 import { Vcpu } from "./vcpu.ts";
@@ -68,6 +69,7 @@ function runVcpu(init: VcpuInit): VcpuExit {
   const counters = channel.counters;
   const run = vcpu.run, bytes = vcpu.runBytes;
   const ports = new Uint8Array(init.portMap);
+  const conf1 = new Conf1Shared(init.portMap, PORT_MAP.CONF1);
   self.postMessage(
     {
       type: "ready",
@@ -112,6 +114,12 @@ function runVcpu(init: VcpuInit): VcpuExit {
           // Nothing there: answer as the bus would (all-ones, or drop the write) without a round trip.
           if (!out) bytes.fill(0xff, offset, offset + count * size);
           counters[out ? COUNTER.PIO_WRITE : COUNTER.PIO_READ]++;
+          counters[COUNTER.LOCAL]++;
+          break;
+        }
+        if (count === 1 && answerConf1(conf1, port, out, size, bytes, offset)) {
+          counters[out ? COUNTER.PIO_WRITE : COUNTER.PIO_READ]++;
+          counters[COUNTER.LOCAL]++;
           break;
         }
         if (out) {

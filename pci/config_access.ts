@@ -1,6 +1,7 @@
 /**
  * How the guest reaches config space: configuration mechanism #1 (the
- * 0xCF8 address register and the 0xCFC-0xCFF data window on the port bus) and
+ * 0xCF8 address register and the 0xCFC-0xCFF data window on the port bus,
+ * its register layout in conf1_shared.ts) and
  * the ECAM / MMCONFIG window on the memory bus. Both decode an address and
  * forward to a {@linkcode ConfigTarget} (the PCI core).
  *
@@ -8,6 +9,7 @@
  */
 
 import type { BusDevice } from "../devices/bus.ts";
+import { Conf1Shared, decodeConf1 } from "./conf1_shared.ts";
 
 /** Something that answers config accesses by bus/device/function/offset. */
 export interface ConfigTarget {
@@ -16,22 +18,6 @@ export interface ConfigTarget {
   /** Write `data` at `offset`; writes to absent functions are dropped. */
   configWrite(bus: number, device: number, fn: number, offset: number, data: Uint8Array): void;
 }
-
-/** Fields of the 0xCF8 CONFIG_ADDRESS register. */
-export const CONFIG_ADDRESS = {
-  /** Bit 31: config cycle enable. */
-  ENABLE: 0x8000_0000,
-  /** Bits that hold state (enable, bus, device, function, dword register). */
-  MASK: 0x80ff_fffc,
-  /** Bus number: bits 23:16. */
-  BUS_SHIFT: 16,
-  /** Device number: bits 15:11. */
-  DEVICE_SHIFT: 11,
-  /** Function number: bits 10:8. */
-  FUNCTION_SHIFT: 8,
-  /** Register: bits 7:2 (dword aligned offset 0..0xfc). */
-  REGISTER_MASK: 0xfc,
-} as const;
 
 /** Bytes of config space per function in the ECAM window, and the shifts of the ECAM address. */
 export const ECAM = {
@@ -47,11 +33,15 @@ export const ECAM = {
 
 /**
  * Configuration mechanism #1. Map {@linkcode addressPort} at 0xCF8 (4 ports)
- * and {@linkcode dataPort} at 0xCFC (4 ports) on the port bus.
+ * and {@linkcode dataPort} at 0xCFC (4 ports) on the port bus. CONFIG_ADDRESS
+ * lives in a {@linkcode Conf1Shared}, so that vCPU threads can serve the
+ * common accesses themselves (see conf1_shared.ts).
  */
 export class ConfigMechanism1 {
   /** The CONFIG_ADDRESS register value. */
-  address = 0;
+  get address(): number {
+    return this.shared.address;
+  }
 
   /** 0xCF8: only dword accesses reach the address register; narrower ones read all-ones / are dropped. */
   readonly addressPort: BusDevice = {
@@ -61,37 +51,29 @@ export class ConfigMechanism1 {
     },
     write: (offset, data) => {
       if (offset !== 0 || data.length !== 4) return;
-      const v = new DataView(data.buffer, data.byteOffset, 4).getUint32(0, true);
-      this.address = (v & CONFIG_ADDRESS.MASK) >>> 0;
+      this.shared.writeAddress(new DataView(data.buffer, data.byteOffset, 4).getUint32(0, true));
     },
   };
 
   /** 0xCFC-0xCFF: 1-, 2- and 4-byte accesses at any offset that stays inside the dword. */
   readonly dataPort: BusDevice = {
     read: (offset, data) => {
-      const at = this.#decode(offset, data.length);
+      const at = decodeConf1(this.address, offset, data.length);
       if (!at) return void data.fill(0xff);
       this.target.configRead(at.bus, at.device, at.fn, at.offset, data);
     },
     write: (offset, data) => {
-      const at = this.#decode(offset, data.length);
+      const at = decodeConf1(this.address, offset, data.length);
       if (at) this.target.configWrite(at.bus, at.device, at.fn, at.offset, data);
     },
   };
 
-  /** Mechanism #1 in front of `target`. @param target the PCI core */
-  constructor(readonly target: ConfigTarget) {}
-
-  #decode(offset: number, length: number) {
-    if (!(this.address & CONFIG_ADDRESS.ENABLE) || offset + length > 4) return undefined;
-    const a = this.address;
-    return {
-      bus: (a >>> CONFIG_ADDRESS.BUS_SHIFT) & 0xff,
-      device: (a >>> CONFIG_ADDRESS.DEVICE_SHIFT) & 0x1f,
-      fn: (a >>> CONFIG_ADDRESS.FUNCTION_SHIFT) & 0x7,
-      offset: (a & CONFIG_ADDRESS.REGISTER_MASK) + offset,
-    };
-  }
+  /**
+   * Mechanism #1 in front of `target`.
+   * @param target the PCI core
+   * @param shared where CONFIG_ADDRESS lives (default: memory of its own)
+   */
+  constructor(readonly target: ConfigTarget, readonly shared: Conf1Shared = new Conf1Shared()) {}
 }
 
 /** The ECAM window as a bus device: map it at `PCI_ECAM.base` with `PCI_ECAM.size` on the memory bus. */

@@ -44,6 +44,7 @@ import {
 import { type BarSpace, type PciBar, rangesOverlap } from "./bar.ts";
 import { PciAllocationError, WindowAllocator } from "./bar_allocator.ts";
 import { ConfigMechanism1, type ConfigTarget, EcamWindow } from "./config_access.ts";
+import { Conf1Shared } from "./conf1_shared.ts";
 import { CONFIG_SPACE_SIZE, formatBdf } from "./config_regs.ts";
 import { hostBridge } from "./host_bridge.ts";
 import { DEFAULT_INTX_GSIS, IntxRouter } from "./intx.ts";
@@ -80,6 +81,12 @@ export interface PciRootOptions {
   readonly platform?: PciPlatform;
   /** Host console output offered to plugins. Default: output is dropped. */
   readonly hostConsole?: PciHostConsole;
+  /**
+   * Where mechanism #1 keeps CONFIG_ADDRESS and which functions exist, for
+   * vCPU threads that serve common config accesses themselves (see
+   * conf1_shared.ts). Default: memory of the core's own.
+   */
+  readonly conf1?: Conf1Shared;
 }
 
 /**
@@ -160,6 +167,8 @@ export class PciRoot implements ConfigTarget, PciFunctionHost {
   readonly ecam: EcamWindow;
   /** INTx wired-OR per GSI. */
   readonly intx: IntxRouter;
+  /** Config reads that reached the core and found no function (they read all-ones). */
+  absentConfigReads = 0;
   /** Config-access ranges this core registered. */
   readonly configRanges: readonly BusRange[];
 
@@ -191,7 +200,8 @@ export class PciRoot implements ConfigTarget, PciFunctionHost {
       mem32: window("PCI_MMIO32", w.mmio32 ?? PCI_MMIO32),
       mem64: window("PCI_MMIO64", w.mmio64 ?? pciMmio64Window(this.#memory.size)),
     };
-    this.mechanism1 = new ConfigMechanism1(this);
+    const conf1 = options.conf1 ?? new Conf1Shared();
+    this.mechanism1 = new ConfigMechanism1(this, conf1);
     this.ecam = new EcamWindow(this);
     const ranges: BusRange[] = [];
     if (options.configAccess ?? true) {
@@ -201,6 +211,7 @@ export class PciRoot implements ConfigTarget, PciFunctionHost {
       ranges.push(
         this.mmio.register(BigInt(PCI_ECAM.base), BigInt(PCI_ECAM.size), this.ecam, "pci ecam"),
       );
+      conf1.enabled = true;
     }
     this.configRanges = ranges;
     if (options.hostBridge ?? true) this.addDevice(hostBridge, { slot: 0 });
@@ -257,6 +268,7 @@ export class PciRoot implements ConfigTarget, PciFunctionHost {
       hostConsole: this.#hostConsole,
     });
     this.#slots[slot] = fn;
+    this.mechanism1.shared.setPresent(slot, 0, true);
     for (const bar of fn.bars) this.#sync(fn, bar);
     this.#log.info(
       `${fn.tag} ${def.name} at ${fn.bdf}${gsi === null ? "" : `, INTA# -> GSI ${gsi}`}`,
@@ -297,7 +309,10 @@ export class PciRoot implements ConfigTarget, PciFunctionHost {
   /** Config read from bus/device/function at `offset`; absent functions read all-ones. Never throws. */
   configRead(bus: number, device: number, fn: number, offset: number, data: Uint8Array): void {
     const f = this.#function(bus, device, fn);
-    if (!f) return void data.fill(0xff);
+    if (!f) {
+      this.absentConfigReads++;
+      return void data.fill(0xff);
+    }
     this.#chunks(offset, data, (at, part) => f.configRead(at, part), true);
   }
 

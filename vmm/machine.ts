@@ -34,6 +34,8 @@ import { formatVcpuExit, type VcpuExit } from "../kvm/vcpu_exit.ts";
 import { COUNTER_NAMES } from "../kvm/vcpu_channel.ts";
 import type { VcpuSetup } from "../kvm/types.ts";
 import { PciRoot } from "../pci/pci_root.ts";
+import { Conf1Shared } from "../pci/conf1_shared.ts";
+import { PORT_MAP } from "../kvm/port_map.ts";
 import { KvmPciPlatform } from "./kvm_pci_platform.ts";
 import { bootFpu } from "../x86/fpu.ts";
 import { kvmDebugStats } from "../kvm/kvm_debug_stats.ts";
@@ -179,6 +181,7 @@ export class Machine {
     // Port 0x80 (POST codes, I/O delay) is written often by Linux: swallow it quietly.
     this.pio.register(0x80n, 1n, { read: (_o, d) => d.fill(0xff), write: () => {} }, "port 0x80");
 
+    this.#dispatcher = new IoDispatcher(this.pio, this.mmio, (l) => log.warn(l));
     // virtio wiring: apply posted vCPU writes before a doorbell kick reaches its device.
     this.#platform = new KvmPciPlatform(vm, { beforeKick: () => this.#dispatcher?.drain() });
     this.pci = new PciRoot({
@@ -188,6 +191,8 @@ export class Machine {
       log,
       irqLine: line,
       platform: this.#platform,
+      // vCPU threads serve CONFIG_ADDRESS writes and reads of absent functions themselves.
+      conf1: new Conf1Shared(this.#dispatcher.portMap, PORT_MAP.CONF1),
       hostConsole: {
         write: (bytes) => config.serialOutput(bytes),
         takeInput: (sink) => {
@@ -224,11 +229,10 @@ export class Machine {
       fpu,
       ...(i === 0 ? { regs: boot.entry.regs, sregs: boot.entry.sregs } : {}),
     }));
-    this.#dispatcher = new IoDispatcher(this.pio, this.mmio, (l) => log.warn(l));
     // Port writes are synchronous except where nothing can depend on their completion:
     // POST codes, the COM1 registers (ISA IRQ 4 is edge-triggered), the CMOS index register (only
     // the next data access, which waits for every posted write, sees it), the config address
-    // register.
+    // register (vCPU threads store its dword writes themselves: pci/conf1_shared.ts).
     this.#dispatcher.postPorts(0x80, 1);
     this.#dispatcher.postPorts(PORTS.RTC, 1);
     this.#dispatcher.postPorts(PORTS.COM1, UART_REGISTER_COUNT);

@@ -35,6 +35,11 @@ Deno.test("Linux boots to a shell on 2 vCPUs, runs commands, sees dvmm's PCI dev
       `0000:${slot} 0x1b36 0x00f0`,
     ]);
     strictEqual(bar.active, true);
+    // Linux read config space of every absent slot (and AMD's northbridge at 00:18.x): the vCPU
+    // threads answered those reads themselves; none reached the PCI core on the VMM thread.
+    strictEqual(machine.pci.absentConfigReads, 0);
+    const local = machine.vcpuStats().reduce((n, s) => n + s.LOCAL, 0);
+    ok(local >= 2 * 31, `vCPUs served ${local} port accesses themselves`);
     const resource = await console.run(`head -1 /sys/bus/pci/devices/0000:${slot}/resource`);
     const [start, end] = resource.output.trim().split(" ");
     strictEqual(start, hex(bar.activeAddress!, 16));
