@@ -35,7 +35,10 @@ export const COUNTER = {
   MMIO_READ: 3,
   INTR: 4,
   OTHER: 5,
-  /** Port exits the vCPU thread served itself (unclaimed ports, PCI mechanism #1's common accesses). */
+  /**
+   * Of the port exits above, those the vCPU thread served itself (unclaimed ports, PCI mechanism
+   * #1's common accesses): not a kind of its own, so not part of a total.
+   */
   LOCAL: 6,
 } as const;
 

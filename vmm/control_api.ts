@@ -72,7 +72,10 @@ export interface VmInfo {
 export interface VcpuStats {
   /** vCPU index. */
   readonly index: number;
-  /** Exits by kind (`io`, `mmio`, `hlt`, ...). */
+  /**
+   * Exits by kind (`PIO_WRITE`, `PIO_READ`, `MMIO_WRITE`, `MMIO_READ`, `INTR`, `OTHER`), and `LOCAL`:
+   * how many of the port exits the vCPU thread served without the VMM thread.
+   */
   readonly exits: Readonly<Record<string, number>>;
 }
 
