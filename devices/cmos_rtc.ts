@@ -166,13 +166,6 @@ export interface CmosRtcOptions {
   clock?: () => number;
   /** IRQ 8, for alarm/update/periodic interrupts; optional. */
   irq?: IrqLine;
-  /**
-   * Where the index register lives: the raw byte last written to the index
-   * port (bit 7, NMI disable, included). Default: in the device. A VMM whose
-   * vCPU threads store index writes themselves passes its latch here
-   * (kvm/port_map.ts `PortLatch`).
-   */
-  index?: { value: number };
 }
 
 /** The MC146818 RTC and CMOS RAM as a {@linkcode BusDevice} of {@linkcode RTC_PORT_COUNT} ports. */
@@ -183,7 +176,7 @@ export class CmosRtc implements BusDevice {
   readonly #clock: () => number;
   readonly #irq?: IrqLine;
   readonly #cmos = new Uint8Array(CMOS_SIZE);
-  readonly #indexRegister: { value: number };
+  #index = 0;
   /** Guest time minus host time, in ms. */
   #offsetMs = 0;
   /** Time fields frozen while register B's SET bit is set. */
@@ -202,7 +195,6 @@ export class CmosRtc implements BusDevice {
     this.name = options.name ?? "cmos rtc";
     this.#clock = options.clock ?? Date.now;
     this.#irq = options.irq;
-    this.#indexRegister = options.index ?? { value: 0 };
     this.#cmos[CmosReg.A] = RTC_REG_A_DEFAULT;
     this.#cmos[CmosReg.B] = RTC_REG_B_DEFAULT;
     this.#setMemorySize(options.memoryBytes, options.cpus ?? 1);
@@ -241,15 +233,10 @@ export class CmosRtc implements BusDevice {
   /** Write at `offset`: 0 selects the register (bit 7 ignored), 1 writes it. */
   write(offset: number, data: Uint8Array): void {
     writeBytewise(offset, data, RTC_PORT_COUNT, (at, value) => {
-      if (at === 0) this.#indexRegister.value = value;
+      if (at === 0) this.#index = value & 0x7f;
       else this.#writeRegister(value);
     });
     this.#updateIrq();
-  }
-
-  /** The selected register (bit 7 of the index byte masks NMIs, it selects nothing). */
-  get #index(): number {
-    return this.#indexRegister.value & 0x7f;
   }
 
   #readRegister(): number {

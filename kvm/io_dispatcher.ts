@@ -9,7 +9,7 @@
 
 import type { Bus, BusRange } from "../devices/bus.ts";
 import { waitAtMost } from "./atomics_wait.ts";
-import { PORT_MAP, PORT_MAP_BYTES, PortLatch, setPortBits } from "./port_map.ts";
+import { PORT_MAP, PORT_MAP_BYTES, setPortBits } from "./port_map.ts";
 import {
   ACCESS,
   DOORBELL,
@@ -133,18 +133,6 @@ export class IoDispatcher {
    */
   postPorts(base: number, count: number): void {
     setPortBits(this.#ports, PORT_MAP.POSTED, base, count, true);
-  }
-
-  /**
-   * Make `port` an index register that vCPU threads keep themselves: their
-   * byte writes there land in the returned latch without reaching the VMM
-   * thread (see port_map.ts). The device at `port` must keep its index in the
-   * latch, and take wider writes, which still reach it, into it as well.
-   */
-  latchPort(port: number): PortLatch {
-    const latch = new PortLatch(this.#ports, port);
-    setPortBits(this.#ports, PORT_MAP.LATCHED, port, 1, true);
-    return latch;
   }
 
   /** Run the wait-drain loop in the background until {@linkcode stop}. */

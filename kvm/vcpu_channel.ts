@@ -36,8 +36,8 @@ export const COUNTER = {
   INTR: 4,
   OTHER: 5,
   /**
-   * Of the port exits above, those the vCPU thread served itself (unclaimed ports, latched index
-   * registers, PCI mechanism #1's common accesses): not a kind of its own, so not part of a total.
+   * Of the port exits above, those the vCPU thread served itself (unclaimed ports, PCI mechanism
+   * #1's common accesses): not a kind of its own, so not part of a total.
    */
   LOCAL: 6,
 } as const;

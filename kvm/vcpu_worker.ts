@@ -122,12 +122,6 @@ function runVcpu(init: VcpuInit): VcpuExit {
           counters[COUNTER.LOCAL]++;
           break;
         }
-        if (out && count === 1 && size === 1 && portBit(ports, PORT_MAP.LATCHED, port)) {
-          Atomics.store(ports, PORT_MAP.LATCHES + port, bytes[offset]);
-          counters[COUNTER.PIO_WRITE]++;
-          counters[COUNTER.LOCAL]++;
-          break;
-        }
         if (out) {
           if (portBit(ports, PORT_MAP.POSTED, port)) {
             for (let i = 0; i < count; i++) {

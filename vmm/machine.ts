@@ -163,7 +163,6 @@ export class Machine {
   ) {
     this.exited = new Promise((r) => this.#resolveExit = r);
     this.memory = vm.allocateMemory(ramRegions(config.memory));
-    this.#dispatcher = new IoDispatcher(this.pio, this.mmio, (l) => log.warn(l));
     const line = (gsi: number): IrqLine => ({ set: (level) => vm.irqLine(gsi, level) });
 
     this.serial = new Serial8250({ irq: line(IRQS.COM1), onOutput: (b) => this.#serialOut(b) });
@@ -171,13 +170,7 @@ export class Machine {
     const i8042 = new I8042({ onReset: () => this.#end(this.#resetReason()) });
     this.pio.register(BigInt(PORTS.I8042_DATA), 1n, i8042.dataPort, "i8042 data");
     this.pio.register(BigInt(PORTS.I8042_CMD), 1n, i8042.commandPort, "i8042 command");
-    // vCPU threads keep the CMOS index register themselves (only a data access, which waits for
-    // the VMM thread, uses it).
-    const rtc = new CmosRtc({
-      memoryBytes: config.memory,
-      cpus: config.cpus,
-      index: this.#dispatcher.latchPort(PORTS.RTC),
-    });
+    const rtc = new CmosRtc({ memoryBytes: config.memory, cpus: config.cpus });
     this.pio.register(BigInt(PORTS.RTC), BigInt(RTC_PORT_COUNT), rtc, "cmos rtc");
     const pm = new AcpiPm({
       onPowerOff: () => this.#end({ reason: "poweroff", message: "guest powered off" }),
@@ -188,6 +181,7 @@ export class Machine {
     // Port 0x80 (POST codes, I/O delay) is written often by Linux: swallow it quietly.
     this.pio.register(0x80n, 1n, { read: (_o, d) => d.fill(0xff), write: () => {} }, "port 0x80");
 
+    this.#dispatcher = new IoDispatcher(this.pio, this.mmio, (l) => log.warn(l));
     // virtio wiring: apply posted vCPU writes before a doorbell kick reaches its device.
     this.#platform = new KvmPciPlatform(vm, { beforeKick: () => this.#dispatcher?.drain() });
     this.pci = new PciRoot({
@@ -236,9 +230,11 @@ export class Machine {
       ...(i === 0 ? { regs: boot.entry.regs, sregs: boot.entry.sregs } : {}),
     }));
     // Port writes are synchronous except where nothing can depend on their completion:
-    // POST codes, the COM1 registers (ISA IRQ 4 is edge-triggered), the config address register
-    // (vCPU threads store its dword writes themselves: pci/conf1_shared.ts).
+    // POST codes, the COM1 registers (ISA IRQ 4 is edge-triggered), the CMOS index register (only
+    // the next data access, which waits for every posted write, sees it), the config address
+    // register (vCPU threads store its dword writes themselves: pci/conf1_shared.ts).
     this.#dispatcher.postPorts(0x80, 1);
+    this.#dispatcher.postPorts(PORTS.RTC, 1);
     this.#dispatcher.postPorts(PORTS.COM1, UART_REGISTER_COUNT);
     this.#dispatcher.postPorts(PORTS.PCI_CONFIG_ADDRESS, 4);
   }

@@ -221,16 +221,3 @@ Deno.test("garbage and odd-width accesses never throw", () => {
   // Still a sane clock afterwards.
   for (const value of time()) assert.ok(Number.isInteger(value) && value >= 0 && value <= 0xff);
 });
-
-Deno.test("the index register can live outside the device: port writes land there, its byte selects (bit 7 aside)", () => {
-  const index = { value: 0 };
-  const rtc = new CmosRtc({ memoryBytes: 512 * MiB, clock: () => FIXED, index });
-  rtc.write(0, Uint8Array.of(0x80 | CmosReg.D)); // NMI disable + register D
-  assert.equal(index.value, 0x80 | CmosReg.D);
-  const data = new Uint8Array(1);
-  rtc.read(1, data);
-  assert.equal(data[0], RegD.VRT);
-  index.value = 0x80 | CmosReg.SECONDS; // as a vCPU thread stores it, without the device
-  rtc.read(1, data);
-  assert.equal(data[0], 0x09); // BCD seconds of FIXED
-});

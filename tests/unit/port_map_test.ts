@@ -1,4 +1,4 @@
-import { strictEqual, throws } from "node:assert/strict";
+import { strictEqual } from "node:assert/strict";
 import { Bus } from "../../devices/bus.ts";
 import { IoDispatcher } from "../../kvm/io_dispatcher.ts";
 import { PORT_MAP, portBit, setPortBits } from "../../kvm/port_map.ts";
@@ -44,21 +44,4 @@ Deno.test("the dispatcher's port map follows the port bus as ranges come and go"
   // A range on the port bus above the 64 Ki ports (the bus allows it) claims nothing.
   pio.register(0x1_0000n, 0x10n, nothing, "beyond");
   strictEqual(claimed(0), false);
-});
-
-Deno.test("a latched port: only its bit is set, and its byte is what either thread wrote last", () => {
-  const dispatcher = new IoDispatcher(new Bus("pio"), new Bus("mmio"));
-  const map = new Uint8Array(dispatcher.portMap);
-  const latch = dispatcher.latchPort(0x70);
-  strictEqual(portBit(map, PORT_MAP.LATCHED, 0x70), true);
-  strictEqual(portBit(map, PORT_MAP.LATCHED, 0x71), false);
-  strictEqual(portBit(map, PORT_MAP.POSTED, 0x70), false);
-  // A vCPU thread stores the guest's byte where the device reads it...
-  Atomics.store(map, PORT_MAP.LATCHES + 0x70, 0x8a);
-  strictEqual(latch.value, 0x8a);
-  // ...and a write the device takes (a wider one) lands in the same byte.
-  latch.value = 0x10b;
-  strictEqual(map[PORT_MAP.LATCHES + 0x70], 0x0b);
-  strictEqual(map[PORT_MAP.LATCHES + 0x71], 0);
-  throws(() => dispatcher.latchPort(0x10000), /not an I\/O port/);
 });
