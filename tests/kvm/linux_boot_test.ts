@@ -23,6 +23,16 @@ Deno.test("Linux boots to a shell on 2 vCPUs, runs commands, sees dvmm's PCI dev
     const guestNow = Number((await console.run("date -u +%s")).output.trim());
     const hostNow = Date.now() / 1000;
     ok(Math.abs(guestNow - hostNow) < 30, `guest clock ${guestNow}, host ${hostNow}`);
+    // The RTC itself, read through the guest's driver (index and data port per register).
+    const rtcTime = (await console.run("cat /sys/class/rtc/rtc0/time")).output.trim();
+    match(rtcTime, /^\d\d:\d\d:\d\d$/);
+    const [h, m, sec] = rtcTime.split(":").map(Number);
+    const hostSeconds = Math.floor(Date.now() / 1000) % 86400;
+    const rtcDrift = (h * 3600 + m * 60 + sec - hostSeconds + 86400) % 86400; // across midnight
+    ok(
+      Math.min(rtcDrift, 86400 - rtcDrift) < 30,
+      `RTC ${rtcTime} UTC, host ${new Date().toISOString()}`,
+    );
 
     // The guest sees the host bridge and the register file with the ids and BARs dvmm decodes now.
     const ids = await console.run(
