@@ -15,7 +15,10 @@ export async function readExactly(
 ): Promise<{ bytes: Uint8Array; info?: Deno.FileInfo }> {
   using file = await Deno.open(path);
   const info = await file.stat();
-  if (!info.isFile) return { bytes: await Deno.readFile(path) };
+  // A pipe or a device: read what the open file gives (opening a FIFO again would wait for a writer).
+  if (!info.isFile) {
+    return { bytes: new Uint8Array(await new Response(file.readable).arrayBuffer()) };
+  }
   const bytes = new Uint8Array(info.size);
   let at = 0;
   while (at < info.size) {

@@ -200,6 +200,42 @@ export function mapFile(path: string, size: number): MappedFile {
   };
 }
 
+/** A regular file mapped by {@linkcode mapRegularFile}, with the `stat` of the file mapped. */
+export interface MappedRegularFile extends MappedFile {
+  /** The file's status, taken on the open file (the one mapped, even if the path moved since). */
+  readonly info: Deno.FileInfo;
+}
+
+/**
+ * Open `path` and map it read-only, sized by a `stat` of the open file itself
+ * (`/proc/self/fd`), so a file replaced at the path meanwhile cannot make the
+ * mapping overrun the file mapped. Undefined for what is not a regular file
+ * with data (a pipe, a device, an empty file): read those instead. Throws
+ * {@linkcode OsError} (ENOENT, EACCES, ...) when it cannot be opened. Unlike a
+ * copy, the bytes follow the file: one truncated while mapped makes reading
+ * past its new end fault, so map only what nothing rewrites in place.
+ */
+export function mapRegularFile(path: string): MappedRegularFile | undefined {
+  const fd = open(path, O_RDONLY | O_CLOEXEC);
+  let m: Mapping, info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(`/proc/self/fd/${fd}`);
+    if (!info.isFile || info.size === 0) return undefined;
+    m = mmap(info.size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd);
+  } finally {
+    close(fd);
+  }
+  let mapped = true;
+  return {
+    bytes: new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(m.pointer, info.size)),
+    info,
+    close() {
+      if (mapped) munmap(m);
+      mapped = false;
+    },
+  };
+}
+
 /**
  * Anonymous private memory of `length` bytes starting on an `align` boundary
  * (a power of two), for guest RAM: the over-allocated head and tail are

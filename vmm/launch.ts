@@ -16,7 +16,12 @@ import { Machine, type MachineDevice, type MachineExit } from "./machine.ts";
 import { OutputBatcher, pumpStdin } from "./host_console.ts";
 import type { VmConfig } from "./config.ts";
 import { UsageError } from "./cli_errors.ts";
-import { type CachedVmlinux, cachedVmlinux, readFileWithIdentity } from "../guest/vmlinux.ts";
+import {
+  type CachedVmlinux,
+  cachedVmlinux,
+  type FileBytes,
+  readFileWithIdentity,
+} from "../guest/vmlinux.ts";
 import { BzImageError, parseBzImage } from "../x86/bzimage.ts";
 import { LoadError } from "../x86/loader.ts";
 import { startupMark } from "./startup_trace.ts";
@@ -65,13 +70,11 @@ export class LaunchError extends UsageError {
 }
 
 /**
- * Read a file the user named, with a one-line error naming the flag; with the
- * file's identity (for the kernel cache, see guest/vmlinux.ts).
+ * Read (map) a file the user named, with a one-line error naming the flag;
+ * with the file's identity (for the kernel cache, see guest/vmlinux.ts). Call
+ * `close` when its bytes are no longer used.
  */
-export async function readUserFile(
-  path: string,
-  what: string,
-): Promise<{ bytes: Uint8Array; identity?: string }> {
+export async function readUserFile(path: string, what: string): Promise<FileBytes> {
   try {
     return await readFileWithIdentity(path);
   } catch (e) {
@@ -96,6 +99,8 @@ export interface GuestFiles {
   kernelIdentity?: string;
   /** initramfs bytes. */
   initrd?: Uint8Array;
+  /** Release the bytes (they are mapped files): once the machine that loaded them has ended. */
+  close(): void;
 }
 
 /** The kernel and initrd bytes to boot, defaults applied. */
@@ -111,10 +116,21 @@ export async function resolveGuest(
     initrdPath ??= await ensureGuestInitramfs({ kernel: assets });
   }
   const kernel = await readUserFile(kernelPath, "kernel");
+  let initrd: FileBytes | undefined;
+  try {
+    initrd = initrdPath ? await readUserFile(initrdPath, "initrd") : undefined;
+  } catch (e) {
+    kernel.close();
+    throw e;
+  }
   return {
     kernel: kernel.bytes,
     kernelIdentity: kernel.identity,
-    initrd: initrdPath ? (await readUserFile(initrdPath, "initrd")).bytes : undefined,
+    initrd: initrd?.bytes,
+    close() {
+      kernel.close();
+      initrd?.close();
+    },
   };
 }
 
@@ -155,6 +171,23 @@ export async function createMachine(
 ): Promise<Machine> {
   const guest = await resolveGuest(opts);
   startupMark("guest files read");
+  try {
+    const machine = await createMachineFrom(guest, opts, serialOutput, log);
+    // The guest files are mapped: views into them (machine.boot.image) live as long as it runs.
+    machine.exited.finally(() => guest.close());
+    return machine;
+  } catch (e) {
+    guest.close();
+    throw e;
+  }
+}
+
+async function createMachineFrom(
+  guest: GuestFiles,
+  opts: LaunchOptions,
+  serialOutput: (bytes: Uint8Array) => void,
+  log: Logger,
+): Promise<Machine> {
   // Say what is wrong with the kernel before anything else (even before opening /dev/kvm).
   try {
     parseBzImage(guest.kernel);

@@ -111,6 +111,7 @@ Deno.test("a kernel file boots again through its identity, without hashing; a ch
     assert.ok(read.identity?.startsWith(`${await Deno.realPath(kernel)}:`));
     const first = await cachedVmlinux(read.bytes, { cacheDir: dir, identity: read.identity });
     first?.close();
+    read.close();
     assert.equal([...Deno.readDirSync(`${dir}/vmlinux/by-file`)].length, 1);
     // Same identity: the index answers, the bytes are not even looked at.
     const hit = await cachedVmlinux(new Uint8Array(16), { cacheDir: dir, identity: read.identity });
@@ -124,6 +125,7 @@ Deno.test("a kernel file boots again through its identity, without hashing; a ch
     const other = await cachedVmlinux(again.bytes, { cacheDir: dir, identity: again.identity });
     assert.notEqual(other?.path, first?.path);
     other?.close();
+    again.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -139,5 +141,35 @@ Deno.test("with no writable cache, the vmlinux is not decompressed at all", asyn
     );
   } finally {
     await Deno.remove(file);
+  }
+});
+
+Deno.test("a user's file is mapped when it is a regular file, read otherwise, and missing ones say so", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/initrd`;
+    const data = new Uint8Array(10_000).map((_, i) => i * 7);
+    await Deno.writeFile(path, data);
+    const mapped = await readFileWithIdentity(path);
+    assert.deepEqual(mapped.bytes, data);
+    assert.ok(mapped.identity?.startsWith(`${await Deno.realPath(path)}:10000:`));
+    // Replaced at its path while mapped: the mapping keeps the file that was opened.
+    await Deno.writeFile(`${path}.new`, new Uint8Array(3));
+    await Deno.rename(`${path}.new`, path);
+    assert.deepEqual(mapped.bytes, data);
+    mapped.close();
+    // An empty file and a pipe are read, not mapped.
+    await Deno.writeFile(`${dir}/empty`, new Uint8Array(0));
+    assert.equal((await readFileWithIdentity(`${dir}/empty`)).bytes.length, 0);
+    const fifo = `${dir}/fifo`;
+    await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    const writer = Deno.writeFile(fifo, Uint8Array.of(1, 2, 3));
+    const piped = await readFileWithIdentity(fifo);
+    await writer;
+    assert.deepEqual([...piped.bytes], [1, 2, 3]);
+    await assert.rejects(readFileWithIdentity(`${dir}/missing`), Deno.errors.NotFound);
+    await assert.rejects(readFileWithIdentity(dir), Deno.errors.IsADirectory);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
