@@ -20,7 +20,7 @@ import type { KernelAssets } from "./debian_kernel.ts";
 import { type Compression, decompress, detectCompression } from "./decompress.ts";
 import { HDRS_MAGIC, readHeaderField, SETUP_HEADER } from "../x86/bzimage.ts";
 import { dropZeroPages, isElf } from "../x86/elf_kernel.ts";
-import { mapFile, type MappedRegularFile, mapRegularFile, OsError } from "../kvm/libc.ts";
+import { type MappedRegularFile, mapRegularFile, OsError } from "../kvm/libc.ts";
 import { readExactly } from "./read_exactly.ts";
 
 /** Where the compressed kernel is inside a bzImage, and its format. */
@@ -99,6 +99,8 @@ export interface CachedVmlinux {
   readonly elf: Uint8Array;
   /** Its file in the cache. */
   readonly path: string;
+  /** Read a range of the ELF straight into `dest` (guest memory), when it is a cached file. */
+  readonly readInto?: (dest: Uint8Array, offset: number) => void;
   /** Release the bytes. */
   close(): void;
 }
@@ -169,9 +171,11 @@ export async function cachedVmlinux(
 /** The cached ELF at `path`, mapped (and read ahead in one go); undefined if there is none. */
 function mapCached(path: string): CachedVmlinux | undefined {
   try {
-    const mapped = mapFile(path, Deno.statSync(path).size);
-    if (isElf(mapped.bytes)) return { elf: mapped.bytes, path, close: () => mapped.close() };
-    mapped.close();
+    const mapped = mapRegularFile(path);
+    if (mapped && isElf(mapped.bytes)) {
+      return { elf: mapped.bytes, path, readInto: mapped.readInto, close: mapped.close };
+    }
+    mapped?.close();
   } catch {
     // not cached
   }
@@ -228,6 +232,8 @@ export interface FileBytes {
   readonly bytes: Uint8Array;
   /** The identity, taken on the open file; undefined where the platform gives no times. */
   readonly identity?: string;
+  /** Read a range straight into `dest` (a mapped file: `pread`); see kvm/libc.ts `mapRegularFile`. */
+  readonly readInto?: (dest: Uint8Array, offset: number) => void;
   /** Release the bytes (unmap them; nothing for bytes that were read). */
   close(): void;
 }
@@ -256,6 +262,7 @@ export async function readFileWithIdentity(path: string): Promise<FileBytes> {
     return {
       bytes: mapped.bytes,
       identity: fileIdentity(absolute, mapped.info),
+      readInto: mapped.readInto,
       close: mapped.close,
     };
   }

@@ -23,6 +23,7 @@ import {
   readFileWithIdentity,
 } from "../guest/vmlinux.ts";
 import { BzImageError, parseBzImage } from "../x86/bzimage.ts";
+import type { LoadableBytes } from "../x86/loader.ts";
 import { LoadError } from "../x86/loader.ts";
 import { startupMark } from "./startup_trace.ts";
 
@@ -97,8 +98,8 @@ export interface GuestFiles {
   kernel: Uint8Array;
   /** The kernel file's identity, when read from a file (guest/vmlinux.ts `fileIdentity`). */
   kernelIdentity?: string;
-  /** initramfs bytes. */
-  initrd?: Uint8Array;
+  /** initramfs bytes (and how to read them straight into guest memory). */
+  initrd?: LoadableBytes;
   /** Release the bytes (they are mapped files): once the machine that loaded them has ended. */
   close(): void;
 }
@@ -126,7 +127,7 @@ export async function resolveGuest(
   return {
     kernel: kernel.bytes,
     kernelIdentity: kernel.identity,
-    initrd: initrd?.bytes,
+    initrd,
     close() {
       kernel.close();
       initrd?.close();
@@ -204,7 +205,7 @@ async function createMachineFrom(
     const devices = await loadDevices(opts.devices, registry, { read: opts.pluginRead, log });
     const machine = await Machine.create({
       kernel: guest.kernel,
-      vmlinux: vmlinux?.elf,
+      vmlinux: vmlinux && { bytes: vmlinux.elf, readInto: vmlinux.readInto },
       initrd: guest.initrd,
       cmdline: opts.cmdline ?? "",
       memory: opts.memory,

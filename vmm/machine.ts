@@ -41,7 +41,7 @@ import { bootFpu } from "../x86/fpu.ts";
 import { kvmDebugStats } from "../kvm/kvm_debug_stats.ts";
 import { bootMsrs } from "../x86/msrs.ts";
 import { vcpuCpuid } from "../x86/cpuid.ts";
-import { type LinuxBoot, loadLinux } from "../x86/loader.ts";
+import { type LinuxBoot, type LoadableBytes, loadLinux } from "../x86/loader.ts";
 import { IRQS, PORTS, ramRegions } from "../x86/layout.ts";
 import { startupMark } from "./startup_trace.ts";
 
@@ -63,9 +63,9 @@ export interface MachineConfig {
    * The bzImage's decompressed ELF vmlinux, booted in its place (the guest
    * then skips decompressing itself); see guest/vmlinux.ts.
    */
-  vmlinux?: Uint8Array;
+  vmlinux?: Uint8Array | LoadableBytes;
   /** initramfs bytes. */
-  initrd?: Uint8Array;
+  initrd?: Uint8Array | LoadableBytes;
   /** Extra kernel command line, appended to {@linkcode DEFAULT_CMDLINE}. */
   cmdline: string;
   /** Guest RAM in bytes. */

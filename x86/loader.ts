@@ -56,6 +56,18 @@ import {
 } from "./boot_layout.ts";
 import { LOW_RAM_END, MiB, ramRegions } from "./layout.ts";
 
+/**
+ * Bytes to load, with a faster way to copy a range of them into guest memory
+ * where there is one: a file read straight into it (guest/vmlinux.ts
+ * `FileBytes`). `readInto` fills `dest` with the bytes at `offset`.
+ */
+export interface LoadableBytes {
+  /** The bytes (parsed in place: headers, ELF program headers). */
+  readonly bytes: Uint8Array;
+  /** Copy `dest.length` bytes from `offset` into `dest`; default: copied out of `bytes`. */
+  readonly readInto?: (dest: Uint8Array, offset: number) => void;
+}
+
 /** What to boot. */
 export interface LoadLinuxOptions {
   /** The bzImage file. */
@@ -66,9 +78,9 @@ export interface LoadLinuxOptions {
    * `startup_64`, so the guest skips its own decompression (and with it the
    * decompressor's KASLR). The zero page still carries the bzImage's header.
    */
-  readonly vmlinux?: Uint8Array;
+  readonly vmlinux?: Uint8Array | LoadableBytes;
   /** The initramfs, if any. */
-  readonly initrd?: Uint8Array;
+  readonly initrd?: Uint8Array | LoadableBytes;
   /** Kernel command line. */
   readonly cmdline: string;
   /** Guest RAM size in bytes (as laid out by `ramRegions`; `memory` must cover it). */
@@ -167,7 +179,9 @@ export function loadLinux(memory: GuestMemory, opts: LoadLinuxOptions): LinuxBoo
 
   // Kernel: loaded at 1 MiB; it decompresses to its runtime address. Or its vmlinux, loaded
   // where the decompressor would have put it.
-  const elf = opts.vmlinux ? parseVmlinux(opts.vmlinux) : undefined;
+  const vmlinux = opts.vmlinux && loadable(opts.vmlinux);
+  const initrdBytes = opts.initrd && loadable(opts.initrd);
+  const elf = vmlinux ? parseVmlinux(vmlinux.bytes) : undefined;
   const kernel: Placement = elf
     ? { addr: elf.start, size: elf.end - elf.start }
     : { addr: KERNEL_LOAD, size: image.kernel.length };
@@ -191,8 +205,8 @@ export function loadLinux(memory: GuestMemory, opts: LoadLinuxOptions): LinuxBoo
 
   // Initrd: as high as allowed, above the kernel.
   let initrd: Placement | undefined;
-  if (opts.initrd) {
-    const size = opts.initrd.length;
+  if (initrdBytes) {
+    const size = initrdBytes.bytes.length;
     const top = Math.min(lowEnd, hdr.initrdAddrMax + 1);
     const addr = Math.floor((top - size) / INITRD_ALIGN) * INITRD_ALIGN;
     if (addr < kernelEnd) {
@@ -220,15 +234,15 @@ export function loadLinux(memory: GuestMemory, opts: LoadLinuxOptions): LinuxBoo
   checkE820Map(e820);
 
   // Write everything.
-  if (elf && opts.vmlinux) {
+  if (elf && vmlinux) {
     for (const s of elf.segments) {
-      memory.write(s.paddr, opts.vmlinux.subarray(s.offset, s.offset + s.fileSize));
+      copyInto(memory, s.paddr, vmlinux, s.offset, s.fileSize);
       if (s.memSize > s.fileSize) memory.fill(s.paddr + s.fileSize, s.memSize - s.fileSize);
     }
   } else {
     memory.write(kernel.addr, image.kernel);
   }
-  if (initrd && opts.initrd) memory.write(initrd.addr, opts.initrd);
+  if (initrd && initrdBytes) copyInto(memory, initrd.addr, initrdBytes, 0, initrd.size);
   memory.write(acpi.base, acpi.bytes);
   memory.fill(CMDLINE, cmdline.length + 1);
   memory.write(CMDLINE, cmdline);
@@ -282,4 +296,23 @@ function alignUp(n: number, align: number): number {
 function mib(bytes: number): string {
   const m = bytes / MiB;
   return `${Number.isInteger(m) ? m : m.toFixed(1)} MiB`;
+}
+
+function loadable(b: Uint8Array | LoadableBytes): LoadableBytes {
+  return b instanceof Uint8Array ? { bytes: b } : b;
+}
+
+/** Copy `length` bytes of `src` from `offset` to guest address `gpa` (bounds-checked both sides). */
+function copyInto(
+  memory: GuestMemory,
+  gpa: number,
+  src: LoadableBytes,
+  offset: number,
+  length: number,
+): void {
+  if (offset < 0 || offset + length > src.bytes.length) {
+    throw new LoadError(`${length} bytes at offset ${offset} are past the end of the image`);
+  }
+  if (src.readInto) src.readInto(memory.slice(gpa, length), offset);
+  else memory.write(gpa, src.bytes.subarray(offset, offset + length));
 }

@@ -152,6 +152,11 @@ Deno.test("a user's file is mapped when it is a regular file, read otherwise, an
     await Deno.writeFile(path, data);
     const mapped = await readFileWithIdentity(path);
     assert.deepEqual(mapped.bytes, data);
+    // A range read straight into a buffer (guest memory, in a launch).
+    const dest = new Uint8Array(100);
+    mapped.readInto!(dest, 9_900);
+    assert.deepEqual(dest, data.subarray(9_900));
+    assert.throws(() => mapped.readInto!(new Uint8Array(2), 9_999), RangeError);
     assert.ok(mapped.identity?.startsWith(`${await Deno.realPath(path)}:10000:`));
     // Replaced at its path while mapped: the mapping keeps the file that was opened.
     await Deno.writeFile(`${path}.new`, new Uint8Array(3));

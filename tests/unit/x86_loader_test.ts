@@ -282,3 +282,28 @@ Deno.test("a vmlinux that is not a loadable ELF kernel is a LoadError", () => {
   const low = fakeVmlinux(0x8000, [{ paddr: 0x8000, bytes: new Uint8Array(16) }]);
   assert(assertThrows(() => boot({ vmlinux: low }), LoadError).message.includes("below 1 MiB"));
 });
+
+Deno.test("vmlinux segments and the initrd given with readInto are read straight into guest memory, as copied ones would be", () => {
+  const vmlinuxBytes = fakeVmlinux(16 * MiB, [
+    { paddr: 16 * MiB, bytes: new Uint8Array(5000).map((_, i) => i) },
+    { paddr: 20 * MiB, bytes: new Uint8Array([7, 7, 7, 7]), memSize: 0x2000 },
+  ]);
+  const initrdBytes = new Uint8Array(MiB + 7).map((_, i) => i * 3);
+  const reads: string[] = [];
+  const reader = (name: string, bytes: Uint8Array) => ({
+    bytes,
+    readInto(dest: Uint8Array, offset: number) {
+      reads.push(`${name} ${offset}+${dest.length}`);
+      dest.set(bytes.subarray(offset, offset + dest.length));
+    },
+  });
+  const direct = boot({
+    vmlinux: reader("vmlinux", vmlinuxBytes),
+    initrd: reader("initrd", initrdBytes),
+  });
+  const copied = boot({ vmlinux: vmlinuxBytes, initrd: initrdBytes });
+  assertEquals(reads.length, 3); // two segments, one initrd
+  assert(reads.includes(`initrd 0+${initrdBytes.length}`), reads.join(", "));
+  assertEquals(direct.result.initrd, copied.result.initrd);
+  assertEquals(direct.memory.read(0, MEM), copied.memory.read(0, MEM));
+});
