@@ -61,6 +61,14 @@ const W = {
    * {@linkcode VcpuChannel.enterRun}).
    */
   RUN_EDGES: 9,
+  // Words 10-11 are the sync data (SYNC_DATA).
+  /** Bumped by the VMM to ask the worker for its registers (see {@linkcode VcpuChannel.requestProbe}). */
+  PROBE_ASKED: 12,
+  /** Set to PROBE_ASKED by the worker once it has written the RIP below. */
+  PROBE_ANSWERED: 13,
+  /** The guest's RIP when the worker answered, low and high halves. */
+  PROBE_RIP_LO: 14,
+  PROBE_RIP_HI: 15,
 } as const;
 /** Byte offset of the sync request's 8 data bytes. */
 const SYNC_DATA = 40;
@@ -144,6 +152,8 @@ export class VcpuChannel {
   readonly counters: Float64Array;
   /** VMM side: the RUN_EDGES word at the last {@linkcode sampleRun}, and when it changed. */
   #runSample = { edges: -1, since: 0 };
+  /** VMM side: when the last probe was asked for (epoch ms), 0 for never. */
+  #probeAskedAt = 0;
 
   /**
    * Views over one vCPU's channel and the VM's doorbell.
@@ -269,6 +279,19 @@ export class VcpuChannel {
     Atomics.add(this.#words, W.RUN_EDGES, 1);
   }
 
+  /** Worker: has the VMM asked for the registers since the last answer? */
+  probeAsked(): boolean {
+    return Atomics.load(this.#words, W.PROBE_ASKED) !== Atomics.load(this.#words, W.PROBE_ANSWERED);
+  }
+
+  /** Worker: answer a probe with the guest's RIP. */
+  answerProbe(rip: bigint): void {
+    const w = this.#words;
+    w[W.PROBE_RIP_LO] = Number(rip & 0xffff_ffffn) | 0;
+    w[W.PROBE_RIP_HI] = Number(rip >> 32n) | 0;
+    Atomics.store(w, W.PROBE_ANSWERED, Atomics.load(w, W.PROBE_ASKED));
+  }
+
   // ---- VMM side ----
 
   /** VMM: is a read request waiting for an answer? */
@@ -291,6 +314,47 @@ export class VcpuChannel {
     if (edges !== this.#runSample.edges) this.#runSample = { edges, since: now };
   }
 
+  /**
+   * VMM: ask the worker for the guest's registers; the caller kicks it out of
+   * KVM_RUN, and the worker answers before it enters again. A stall report
+   * uses it on a vCPU that has been inside KVM_RUN for long: an answer gives
+   * the RIP the guest spins at, no answer means KVM itself does not return.
+   */
+  requestProbe(now: number = Date.now()): void {
+    this.#probeAskedAt = now;
+    Atomics.add(this.#words, W.PROBE_ASKED, 1);
+  }
+
+  /**
+   * VMM: {@linkcode requestProbe} if the worker has been inside KVM_RUN for
+   * `minSeconds` or more and no probe was asked for in the last `minSeconds`.
+   * Returns whether it asked (then kick the vCPU).
+   */
+  probeIfLongInRun(minSeconds: number, now: number = Date.now()): boolean {
+    if (this.secondsInRun(now) < minSeconds) return false;
+    if (this.#probeAskedAt && now - this.#probeAskedAt < minSeconds * 1000) return false;
+    this.requestProbe(now);
+    return true;
+  }
+
+  /** VMM: seconds the worker has been inside KVM_RUN without a break (0 when outside). */
+  secondsInRun(now: number = Date.now()): number {
+    this.sampleRun(now);
+    return Atomics.load(this.#words, W.RUN_EDGES) & 1 ? (now - this.#runSample.since) / 1000 : 0;
+  }
+
+  /** The last probe's outcome, for {@linkcode describe}; empty before the first. */
+  #probeOutcome(now: number): string {
+    if (!this.#probeAskedAt) return "";
+    const w = this.#words;
+    const ago = ((now - this.#probeAskedAt) / 1000).toFixed(1);
+    if (Atomics.load(w, W.PROBE_ANSWERED) !== Atomics.load(w, W.PROBE_ASKED)) {
+      return ` probe: kicked ${ago} s ago, no answer yet (still in KVM_RUN: KVM has not returned)`;
+    }
+    const rip = (BigInt(w[W.PROBE_RIP_HI] >>> 0) << 32n) | BigInt(w[W.PROBE_RIP_LO] >>> 0);
+    return ` probe: kicked ${ago} s ago, left KVM_RUN at guest rip=0x${rip.toString(16)}`;
+  }
+
   /** VMM: the channel's words as they stand, for a stall report. */
   describe(): string {
     const w = this.#words;
@@ -306,7 +370,7 @@ export class VcpuChannel {
       at.toString(16)
     }) ring=${
       Atomics.load(w, W.HEAD) - Atomics.load(w, W.TAIL)
-    } ${where} for ${since} s or more ${counts}`;
+    } ${where} for ${since} s or more ${counts}${this.#probeOutcome(Date.now())}`;
   }
 
   /** VMM: ask the worker to run, pause or stop (the caller kicks it out of KVM_RUN). */

@@ -160,6 +160,11 @@ function runVcpu(init: VcpuInit): VcpuExit {
         // leave immediate_exit set: KVM_RUN would then return at once forever.
         run.setUint8(RUN.immediateExit, 0);
         counters[COUNTER.INTR]++;
+        if (channel.probeAsked()) {
+          try {
+            channel.answerProbe(vcpu.getRegs().rip);
+          } catch { /* unanswered: the report says so */ }
+        }
         break;
       case KVM_EXIT.IRQ_WINDOW_OPEN:
         counters[COUNTER.OTHER]++;

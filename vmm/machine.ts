@@ -122,6 +122,12 @@ export const DEFAULT_CMDLINE = "console=ttyS0 panic=-1";
 
 const PANIC_TEXT = "Kernel panic - not syncing";
 
+/**
+ * A stall report ({@linkcode Machine.describe}) kicks a vCPU that has been
+ * inside KVM_RUN this many seconds or more, to learn where the guest is.
+ */
+export const PROBE_AFTER_S = 5;
+
 type Ending = { reason: MachineExitReason; message: string; vcpu?: VcpuExit };
 
 /** A booted (or bootable) x86 machine. */
@@ -353,9 +359,14 @@ export class Machine {
    * A report of where the machine stands, for when a guest seems stuck: each
    * vCPU's channel (state, a pending read, exit counts), the dispatcher's
    * doorbell, COM1's registers and the IOAPIC's pending and remote-IRR bits.
-   * Two reports a moment apart tell a busy guest from a stalled one.
+   * Two reports a moment apart tell a busy guest from a stalled one; a vCPU
+   * that has been inside KVM_RUN for {@linkcode PROBE_AFTER_S} seconds or more
+   * is kicked for its registers, which the next report shows.
    */
   describe(): string {
+    // A vCPU inside KVM_RUN for long is kicked once: the next report says where the guest was,
+    // or that KVM itself never returned.
+    for (const v of this.#vcpus) if (v.channel.probeIfLongInRun(PROBE_AFTER_S)) v.kick();
     const lines = [
       `machine ${this.#state} up ${(this.uptimeMs / 1000).toFixed(1)} s`,
       ...this.#dispatcher.describe(),

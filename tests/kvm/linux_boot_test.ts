@@ -5,6 +5,7 @@
  */
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { bootShell, retryIfGuestCrashed, waitExit } from "./guest.ts";
+import { PROBE_AFTER_S } from "../../vmm/machine.ts";
 import { REGISTER_FILE_ID } from "../../examples/register_file.ts";
 
 const hex = (v: bigint | number, width: number) => `0x${v.toString(16).padStart(width, "0")}`;
@@ -83,6 +84,29 @@ Deno.test("--cpus 4 brings 4 CPUs online", () =>
     for (let i = 0; i < 4; i++) match(report, new RegExp(`^vcpu${i}: RUNNING control=RUN`, "m"));
     match(report, /^COM1: IER=0x0[1-7] .* MCR=0x0[89a-f] /m);
     match(report, /^IOAPIC irr=0x[0-9a-f]+ unmasked .*\b4:v\d+/m);
+    await console.write("poweroff -f\n");
+    strictEqual((await waitExit(machine)).status, 0);
+  }));
+
+Deno.test("a stall report kicks a vCPU that stayed inside KVM_RUN and says where the guest was", () =>
+  retryIfGuestCrashed(async (track) => {
+    const { machine, console } = await bootShell();
+    track(machine);
+    // A shell loop in the background: the only vCPU computes and makes no exits.
+    await console.write("while :; do :; done &\n");
+    // Reports before PROBE_AFTER_S seconds without an exit only look; the first one after kicks.
+    let first = "";
+    for (let i = 0; i < 6 * PROBE_AFTER_S && !/probe: kicked/.test(first); i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      first = machine.describe();
+    }
+    match(first, /^vcpu0: .* in KVM_RUN for \d+\.\d s or more .*probe: kicked 0\.\d s ago/m);
+    await new Promise((r) => setTimeout(r, 1000));
+    match(
+      machine.describe(),
+      /^vcpu0: .*probe: kicked \d\.\d s ago, left KVM_RUN at guest rip=0x[0-9a-f]+$/m,
+    );
+    await console.run("kill %1");
     await console.write("poweroff -f\n");
     strictEqual((await waitExit(machine)).status, 0);
   }));

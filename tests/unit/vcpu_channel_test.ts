@@ -156,3 +156,27 @@ Deno.test("the stall report says whether the worker is inside KVM_RUN, and since
   strictEqual(ch.counters[COUNTER.OTHER], 7);
   match(ch.describe(), / out of KVM_RUN for 0\.\d s or more /);
 });
+
+Deno.test("a vCPU inside KVM_RUN for long is probed once: the report says where it was, or that KVM never returned", () => {
+  const ch = VcpuChannel.create(new SharedArrayBuffer(DOORBELL_BYTES));
+  const now = Date.now();
+  ch.enterRun();
+  ch.sampleRun(now - 3_000);
+  strictEqual(ch.probeIfLongInRun(5, now), false); // 3 s: not yet
+  strictEqual(ch.probeAsked(), false);
+  ch.leaveRun();
+  ch.enterRun(); // a new stretch inside KVM_RUN, seen 6 s ago
+  ch.sampleRun(now - 6_000);
+  strictEqual(ch.probeIfLongInRun(5, now), true);
+  strictEqual(ch.probeAsked(), true); // the worker sees the request after the kick
+  match(ch.describe(), / probe: kicked \d\.\d s ago, no answer yet \(still in KVM_RUN/);
+  strictEqual(ch.probeIfLongInRun(5, now + 1_000), false); // asked a moment ago: not again
+  ch.answerProbe(0xffff_ffff_81c0_1220n);
+  strictEqual(ch.probeAsked(), false);
+  match(
+    ch.describe(),
+    / probe: kicked \d+\.\d s ago, left KVM_RUN at guest rip=0xffffffff81c01220$/,
+  );
+  ch.leaveRun();
+  strictEqual(ch.probeIfLongInRun(5, now + 10_000), false); // outside KVM_RUN: nothing to ask
+});
