@@ -90,8 +90,7 @@ export const PROT_READ = 1,
   MAP_SHARED = 1,
   MAP_PRIVATE = 2,
   MAP_ANONYMOUS = 0x20,
-  MAP_NORESERVE = 0x4000,
-  MAP_POPULATE = 0x8000;
+  MAP_NORESERVE = 0x4000;
 /** `madvise` advice: back with transparent huge pages. */
 export const MADV_HUGEPAGE = 14;
 /** eventfd flags. */
@@ -165,26 +164,25 @@ export function munmap(m: Mapping): void {
   libc().munmap(m.pointer, BigInt(m.length));
 }
 
-/** A file mapped read-only into memory; {@linkcode MappedFile.close} unmaps it. */
-export interface MappedFile {
+/**
+ * A regular file mapped read-only by {@linkcode mapRegularFile}, with the
+ * `stat` of the file mapped; {@linkcode MappedRegularFile.close} unmaps it.
+ */
+export interface MappedRegularFile {
   /** The file's bytes (valid until `close`). */
   readonly bytes: Uint8Array;
-  /** Unmap (the bytes must not be used afterwards). */
-  close(): void;
-}
-
-/** A regular file mapped by {@linkcode mapRegularFile}, with the `stat` of the file mapped. */
-export interface MappedRegularFile extends MappedFile {
   /** The file's status, taken on the open file (the one mapped, even if the path moved since). */
   readonly info: Deno.FileInfo;
   /**
    * Read `dest.length` bytes of the file from `offset` straight into `dest`
    * (`pread`; guest memory, say). For large copies this is several times
-   * faster than copying out of {@linkcode MappedFile.bytes}: on the host, a
+   * faster than copying out of {@linkcode MappedRegularFile.bytes}: on the host, a
    * 31 MB kernel took 9-11 ms this way and 50-160 ms through the mapping.
    * Throws {@linkcode OsError}, or `RangeError` past the end of the file.
    */
   readInto(dest: Uint8Array, offset: number): void;
+  /** Unmap and close the file (the bytes must not be used afterwards). */
+  close(): void;
 }
 
 /**

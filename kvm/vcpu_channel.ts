@@ -279,7 +279,7 @@ export class VcpuChannel {
     Atomics.add(this.#words, W.RUN_EDGES, 1);
   }
 
-  /** Worker: has the VMM asked for the registers since the last answer? */
+  /** Has the VMM asked for the registers since the worker last answered (is a probe pending)? */
   probeAsked(): boolean {
     return Atomics.load(this.#words, W.PROBE_ASKED) !== Atomics.load(this.#words, W.PROBE_ANSWERED);
   }
@@ -348,7 +348,7 @@ export class VcpuChannel {
     if (!this.#probeAskedAt) return "";
     const w = this.#words;
     const ago = ((now - this.#probeAskedAt) / 1000).toFixed(1);
-    if (Atomics.load(w, W.PROBE_ANSWERED) !== Atomics.load(w, W.PROBE_ASKED)) {
+    if (this.probeAsked()) {
       return ` probe: kicked ${ago} s ago, no answer yet (still in KVM_RUN: KVM has not returned)`;
     }
     const rip = (BigInt(w[W.PROBE_RIP_HI] >>> 0) << 32n) | BigInt(w[W.PROBE_RIP_LO] >>> 0);

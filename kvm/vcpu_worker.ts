@@ -110,14 +110,10 @@ function runVcpu(init: VcpuInit): VcpuExit {
         const count = run.getUint32(RUN.ioCount, true);
         const offset = run.getUint32(RUN.ioDataOffset, true);
         const out = run.getUint8(RUN.ioDirection) === KVM_EXIT_IO.OUT;
-        if (!portBit(ports, PORT_MAP.CLAIMED, port)) {
-          // Nothing there: answer as the bus would (all-ones, or drop the write) without a round trip.
-          if (!out) bytes.fill(0xff, offset, offset + count * size);
-          counters[out ? COUNTER.PIO_WRITE : COUNTER.PIO_READ]++;
-          counters[COUNTER.LOCAL]++;
-          break;
-        }
-        if (count === 1 && answerConf1(conf1, port, out, size, bytes, offset)) {
+        const claimed = portBit(ports, PORT_MAP.CLAIMED, port);
+        // Nothing there: answer as the bus would (all-ones, or drop the write) without a round trip.
+        if (!claimed && !out) bytes.fill(0xff, offset, offset + count * size);
+        if (!claimed || (count === 1 && answerConf1(conf1, port, out, size, bytes, offset))) {
           counters[out ? COUNTER.PIO_WRITE : COUNTER.PIO_READ]++;
           counters[COUNTER.LOCAL]++;
           break;
