@@ -16,7 +16,9 @@
 import { GuestMemory } from "../../kvm/guest_memory.ts";
 import { libc, POLLIN } from "../../kvm/libc.ts";
 import { RemoteMsiSender } from "../../kvm/remote_msi.ts";
-import { serveBlkRequest } from "./blk_request.ts";
+import type { BlkRequestEnv } from "./blk_request.ts";
+import { serveAvailable } from "./blk_serve.ts";
+import { warmUpBlkPath } from "./blk_warm_up.ts";
 import {
   BLK_CMD,
   BLK_FLAG,
@@ -49,7 +51,7 @@ function run(init: BlkWorkerInit): void {
   const w = new Int32Array(init.shared);
   const c = libc();
   const memory = guestMemory(init);
-  const env = {
+  const env: BlkRequestEnv = {
     memory,
     backend: new FdBlockBackend(init.image),
     id: init.id,
@@ -129,29 +131,13 @@ function run(init: BlkWorkerInit): void {
   const commandPending = () =>
     Atomics.load(w, BLK_WORD.CMD_SEQ) !== Atomics.load(w, BLK_WORD.ACK_SEQ);
 
-  /**
-   * Serve every available request (stopping early for a pending command),
-   * then interrupt once for the batch if the driver asks. Doorbells are
-   * suppressed while serving; re-enabling them is followed by a last look at
-   * the available ring, so a request the driver added meanwhile is not missed.
-   */
   const serve = (vq: Virtqueue) => {
-    let served = 0;
-    vq.setNotification(false);
-    for (;;) {
-      while (vq.popInto(chain)) {
-        serveBlkRequest(env, vq, chain);
-        served++;
-        if (commandPending()) break;
-      }
-      vq.setNotification(true);
-      if (commandPending() || vq.available() === 0) break;
-      vq.setNotification(false);
-    }
+    const served = serveAvailable(vq, chain, env, commandPending);
     if (served) Atomics.add(w, BLK_WORD.REQUESTS, served);
     if (vq.needsNotification()) interrupt();
   };
 
+  warmUpBlkPath(init.warmUpFd);
   Atomics.store(w, BLK_WORD.STARTED, 1);
   if (!command()) return;
   for (;;) {

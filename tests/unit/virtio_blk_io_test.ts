@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { GuestMemory } from "../../kvm/guest_memory.ts";
+import { close } from "../../kvm/libc.ts";
 import { IOV_MAX, vectoredIo } from "../../devices/virtio/vectored_io.ts";
 import { ChainCursor } from "../../devices/virtio/chain_io.ts";
 import { GuestRanges } from "../../devices/virtio/guest_ranges.ts";
@@ -14,6 +15,11 @@ import { FileBlockBackend } from "../../devices/virtio/block_file.ts";
 import { MemoryBlockBackend, readIntoGuest } from "../../devices/virtio/block_backend.ts";
 import { VIRTIO_BLK_S, VIRTIO_BLK_T, VirtioBlk } from "../../devices/virtio/blk.ts";
 import { bringUp } from "./virtio_harness.ts";
+import { layoutAt, TestDriver } from "./virtio_driver.ts";
+import { openWarmUpDevice, warmUpBlkPath } from "../../devices/virtio/blk_warm_up.ts";
+import { serveAvailable } from "../../devices/virtio/blk_serve.ts";
+import { FdBlockBackend } from "../../devices/virtio/fd_block_backend.ts";
+import { ChainBuffers, Virtqueue } from "../../devices/virtio/virtqueue.ts";
 
 function patterned(size: number, seed = 7): Uint8Array {
   return new Uint8Array(size).map((_, i) => (i * 31 + seed + (i >> 9)) & 0xff);
@@ -179,6 +185,54 @@ Deno.test("blk: a 1 MiB request of 256 scattered pages through an indirect table
       assert.deepEqual(after.subarray(0, 3 * MiB), image.subarray(0, 3 * MiB));
     } finally {
       backend.close();
+    }
+  });
+});
+
+Deno.test("blk warm-up: the I/O worker's JIT warm-up serves each synthetic read and write with status OK", () => {
+  const zero = openWarmUpDevice();
+  try {
+    assert.equal(warmUpBlkPath(zero, 24), 24);
+  } finally {
+    close(zero);
+  }
+  assert.equal(warmUpBlkPath(-1), 0);
+});
+
+Deno.test("blk batch server: serves every available request, or stops early when told and leaves the rest available", () => {
+  const image = patterned(64 * 1024);
+  withFile(image, (path) => {
+    const fd = fs.openSync(path, "r");
+    try {
+      const memory = GuestMemory.ofSize(1 << 20);
+      const layout = layoutAt(0x1000, 16);
+      const driver = new TestDriver(memory, layout);
+      const vq = new Virtqueue(memory, layout, { eventIdx: true, indirect: true });
+      const env = {
+        memory,
+        backend: new FdBlockBackend({ path, fd, size: image.length, readonly: true }),
+        id: new Uint8Array(0),
+        name: "test",
+        warn: (m: string) => assert.fail(m),
+      };
+      const HDR = 0x8000, STATUS = 0x8100, DATA = 0x9000;
+      for (let i = 0; i < 3; i++) {
+        memory.writeU32(HDR + 32 * i, VIRTIO_BLK_T.IN);
+        memory.writeU64(HDR + 32 * i + 8, BigInt(i));
+        driver.add([[HDR + 32 * i, 16]], [[DATA + 512 * i, 512], [STATUS + i, 1]]);
+      }
+      let calls = 0;
+      assert.equal(serveAvailable(vq, new ChainBuffers(), env, () => ++calls >= 2), 2);
+      assert.equal(vq.available(), 1);
+      assert.equal(serveAvailable(vq, new ChainBuffers(), env, () => false), 1);
+      assert.equal(vq.available(), 0);
+      assert.equal(vq.needsNotification(), true);
+      for (let i = 0; i < 3; i++) {
+        assert.equal(memory.readU8(STATUS + i), VIRTIO_BLK_S.OK);
+        assert.deepEqual(memory.read(DATA + 512 * i, 512), image.subarray(512 * i, 512 * (i + 1)));
+      }
+    } finally {
+      fs.closeSync(fd);
     }
   });
 });
