@@ -154,6 +154,8 @@ export class VcpuChannel {
   #runSample = { edges: -1, since: 0 };
   /** VMM side: when the last probe was asked for (epoch ms), 0 for never. */
   #probeAskedAt = 0;
+  /** VMM side: the answered probe before the last one, if any. */
+  #previousProbe: { readonly at: number; readonly rip: bigint } | null = null;
 
   /**
    * Views over one vCPU's channel and the VM's doorbell.
@@ -321,6 +323,9 @@ export class VcpuChannel {
    * the RIP the guest spins at, no answer means KVM itself does not return.
    */
   requestProbe(now: number = Date.now()): void {
+    if (this.#probeAskedAt && !this.probeAsked()) {
+      this.#previousProbe = { at: this.#probeAskedAt, rip: this.#probeRip() };
+    }
     this.#probeAskedAt = now;
     Atomics.add(this.#words, W.PROBE_ASKED, 1);
   }
@@ -343,16 +348,34 @@ export class VcpuChannel {
     return Atomics.load(this.#words, W.RUN_EDGES) & 1 ? (now - this.#runSample.since) / 1000 : 0;
   }
 
-  /** The last probe's outcome, for {@linkcode describe}; empty before the first. */
+  /**
+   * The last probe's outcome, for {@linkcode describe}; empty before the
+   * first. With an earlier answered probe, says whether the guest was at the
+   * same RIP then: the same RIP twice, seconds apart, points at a guest
+   * spinning in one place; another at one making (slow) progress.
+   */
   #probeOutcome(now: number): string {
     if (!this.#probeAskedAt) return "";
-    const w = this.#words;
     const ago = ((now - this.#probeAskedAt) / 1000).toFixed(1);
     if (this.probeAsked()) {
       return ` probe: kicked ${ago} s ago, no answer yet (still in KVM_RUN: KVM has not returned)`;
     }
-    const rip = (BigInt(w[W.PROBE_RIP_HI] >>> 0) << 32n) | BigInt(w[W.PROBE_RIP_LO] >>> 0);
-    return ` probe: kicked ${ago} s ago, left KVM_RUN at guest rip=0x${rip.toString(16)}`;
+    const rip = this.#probeRip();
+    let outcome = ` probe: kicked ${ago} s ago, left KVM_RUN at guest rip=0x${rip.toString(16)}`;
+    const before = this.#previousProbe;
+    if (before) {
+      const gap = ((this.#probeAskedAt - before.at) / 1000).toFixed(1);
+      outcome += before.rip === rip
+        ? `; the probe ${gap} s earlier found the same rip`
+        : `; the probe ${gap} s earlier found rip=0x${before.rip.toString(16)}`;
+    }
+    return outcome;
+  }
+
+  /** The RIP of the last answered probe. */
+  #probeRip(): bigint {
+    const w = this.#words;
+    return (BigInt(w[W.PROBE_RIP_HI] >>> 0) << 32n) | BigInt(w[W.PROBE_RIP_LO] >>> 0);
   }
 
   /** VMM: the channel's words as they stand, for a stall report. */

@@ -9,7 +9,7 @@
 import { createMachine, type LaunchOptions } from "../../vmm/launch.ts";
 import { GuestConsole } from "../../vmm/guest_console.ts";
 import { GUEST_INIT_MARKER } from "../../guest/initramfs.ts";
-import type { Machine } from "../../vmm/machine.ts";
+import { type Machine, PROBE_AFTER_S } from "../../vmm/machine.ts";
 import { SHELL_PROMPT } from "../../vmm/demo.ts";
 import { RecordingLogger } from "../../devices/logger.ts";
 
@@ -52,10 +52,15 @@ export async function bootShell(opts: Partial<LaunchOptions> = {}): Promise<Test
     await Promise.race([console.waitFor(GUEST_INIT_MARKER, 180_000), ended]);
     await Promise.race([console.waitFor(SHELL_PROMPT, 60_000), ended]);
   } catch (e) {
-    // Two reports a second apart tell a slow guest from a stuck one.
-    const before = machine.describe();
+    // Two reports a second apart tell a slow guest from a stuck one; a third, once a silent
+    // vCPU may be probed again, tells a guest spinning in one place from one moving slowly.
+    const first = machine.describe();
     await new Promise((r) => setTimeout(r, 1000));
-    const report = `${before}\n-- 1 s later --\n${machine.describe()}`;
+    const second = machine.describe();
+    await new Promise((r) => setTimeout(r, (PROBE_AFTER_S + 1) * 1000));
+    const report = `${first}\n-- 1 s later --\n${second}\n-- ${
+      PROBE_AFTER_S + 1
+    } s later --\n${machine.describe()}`;
     await machine.stop();
     throw new Error(`${e instanceof Error ? e.message : e}\n${report}`, { cause: e });
   }

@@ -1,4 +1,4 @@
-import { deepStrictEqual, match, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, doesNotMatch, match, strictEqual } from "node:assert/strict";
 import { Bus } from "../../devices/bus.ts";
 import { IoDispatcher } from "../../kvm/io_dispatcher.ts";
 import {
@@ -179,4 +179,25 @@ Deno.test("a vCPU inside KVM_RUN for long is probed once: the report says where 
   );
   ch.leaveRun();
   strictEqual(ch.probeIfLongInRun(5, now + 10_000), false); // outside KVM_RUN: nothing to ask
+});
+
+Deno.test("a second probe of a silent vCPU says whether the guest was at the same RIP as the probe before", () => {
+  const ch = VcpuChannel.create(new SharedArrayBuffer(DOORBELL_BYTES));
+  const now = Date.now();
+  const probeAt = (t: number, rip: bigint) => {
+    ch.enterRun();
+    ch.sampleRun(t - 6_000);
+    strictEqual(ch.probeIfLongInRun(5, t), true);
+    ch.answerProbe(rip);
+    ch.leaveRun();
+  };
+  probeAt(now - 14_000, 0xffff_ffff_c039_d20cn);
+  doesNotMatch(ch.describe(), /earlier/);
+  probeAt(now - 7_000, 0xffff_ffff_c039_d20cn);
+  match(ch.describe(), /rip=0xffffffffc039d20c; the probe 7\.0 s earlier found the same rip$/);
+  probeAt(now, 0xffff_ffff_81c0_1220n);
+  match(
+    ch.describe(),
+    /rip=0xffffffff81c01220; the probe 7\.0 s earlier found rip=0xffffffffc039d20c$/,
+  );
 });
