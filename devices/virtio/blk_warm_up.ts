@@ -14,7 +14,7 @@
  */
 
 import { GuestMemory } from "../../kvm/guest_memory.ts";
-import { O_CLOEXEC, O_RDWR, open } from "../../kvm/libc.ts";
+import { close, O_CLOEXEC, O_RDWR, open } from "../../kvm/libc.ts";
 import type { BlkRequestEnv } from "./blk_request.ts";
 import { serveAvailable } from "./blk_serve.ts";
 import { VIRTIO_BLK_REQ, VIRTIO_BLK_T } from "./blk_spec.ts";
@@ -51,23 +51,37 @@ const LAYOUT: VirtqueueLayout = {
   used: AT.QUEUE + 0x200,
 };
 
-/** Open `/dev/zero` for {@linkcode warmUpBlkPath}; -1 where it cannot be opened (then no warm-up). */
-export function openWarmUpDevice(): number {
-  try {
-    return open("/dev/zero", O_RDWR | O_CLOEXEC);
-  } catch {
-    return -1;
-  }
+/** What {@linkcode warmUpBlkPath} may be told. */
+export interface BlkWarmUpOptions {
+  /** Synthetic requests to serve (default {@linkcode BLK_WARM_UP_REQUESTS}). */
+  readonly requests?: number;
+  /** Asked before each request: true ends the warm-up early (the worker is told to stop). */
+  readonly stop?: () => boolean;
 }
 
 /**
- * Serve `requests` synthetic requests as the I/O worker serves the guest's
- * (with {@linkcode serveAvailable}), their data read from and written to
- * `zeroFd` (`/dev/zero` from {@linkcode openWarmUpDevice}; the caller closes
- * it). Returns how many completed with status OK; 0 for `zeroFd` -1.
+ * Serve synthetic requests as the I/O worker serves the guest's (with
+ * {@linkcode serveAvailable}), their data read from and written to
+ * `/dev/zero`, which this opens and closes itself: a worker terminated
+ * mid-way leaks the descriptor rather than leaving a closed number that a
+ * later `open` could reuse under a write. Returns how many completed with
+ * status OK (0 where `/dev/zero` cannot be opened: no warm-up).
  */
-export function warmUpBlkPath(zeroFd: number, requests = BLK_WARM_UP_REQUESTS): number {
-  if (zeroFd < 0) return 0;
+export function warmUpBlkPath(opts: BlkWarmUpOptions = {}): number {
+  let zeroFd: number;
+  try {
+    zeroFd = open("/dev/zero", O_RDWR | O_CLOEXEC);
+  } catch {
+    return 0;
+  }
+  try {
+    return serveSynthetic(zeroFd, opts.requests ?? BLK_WARM_UP_REQUESTS, opts.stop);
+  } finally {
+    close(zeroFd);
+  }
+}
+
+function serveSynthetic(zeroFd: number, requests: number, stop?: () => boolean): number {
   const memory = GuestMemory.ofSize(AT.SIZE);
   const env: BlkRequestEnv = {
     memory,
@@ -84,7 +98,7 @@ export function warmUpBlkPath(zeroFd: number, requests = BLK_WARM_UP_REQUESTS): 
   writeIndirectTable(memory);
   const chain = new ChainBuffers();
   let ok = 0;
-  for (let i = 0; i < requests; i++) {
+  for (let i = 0; i < requests && !stop?.(); i++) {
     const type = i & 1 ? VIRTIO_BLK_T.OUT : VIRTIO_BLK_T.IN;
     memory.writeU32(AT.HEADER + VIRTIO_BLK_REQ.TYPE.offset, type);
     memory.writeU32(AT.HEADER + VIRTIO_BLK_REQ.SECTOR.offset, (i % 64) * 128);

@@ -27,7 +27,6 @@ import {
 } from "./blk_worker_protocol.ts";
 import type { SharedImage } from "./fd_block_backend.ts";
 import type { VirtqueueLayout } from "./virtqueue.ts";
-import { openWarmUpDevice } from "./blk_warm_up.ts";
 
 /** How long RESET and STOP wait for the worker before giving up (ms). */
 export const BLK_WORKER_WAIT_MS = 10_000;
@@ -80,7 +79,6 @@ export class BlkWorker {
   readonly #shared = new SharedArrayBuffer(BLK_SHARED_BYTES);
   readonly #w = new Int32Array(this.#shared);
   readonly #controlFd: number;
-  readonly #warmUpFd = openWarmUpDevice();
   readonly #worker: Worker;
   readonly #opts: BlkWorkerOptions;
   readonly #poke = new Uint8Array(new BigUint64Array([1n]).buffer);
@@ -105,7 +103,6 @@ export class BlkWorker {
       shared: this.#shared,
       controlFd: this.#controlFd,
       doorbellFd: opts.doorbellFd,
-      warmUpFd: this.#warmUpFd,
       regions: sharedRegions(opts.memory),
       image: opts.image,
       id: opts.id,
@@ -192,7 +189,6 @@ export class BlkWorker {
     this.#command(BLK_CMD.STOP, true);
     this.#worker.terminate();
     close(this.#controlFd);
-    if (this.#warmUpFd >= 0) close(this.#warmUpFd);
   }
 
   /** Store `cmd`, poke the worker and, if `wait`, wait until it applied it. */

@@ -91,8 +91,6 @@ export interface BlkWorkerInit {
   readonly controlFd: number;
   /** Doorbell eventfd of queue 0. */
   readonly doorbellFd: number;
-  /** `/dev/zero` for the JIT warm-up (blk_warm_up.ts), or -1 for none; the VMM thread closes it. */
-  readonly warmUpFd: number;
   /** Guest RAM. */
   readonly regions: readonly SharedRegion[];
   /** The image. */
