@@ -25,3 +25,31 @@ export async function waitAtMost(
   await Promise.race([wait.value, new Promise((r) => timer = setTimeout(r, ms))]);
   clearTimeout(timer);
 }
+
+/**
+ * How long a thread's idle wait may last before it looks again: short while
+ * work came in recently (a wake-up Deno loses then costs at most that), long
+ * once it has been quiet for a while, so an idle VM does not wake its VMM
+ * thread a hundred times a second (under nested virtualization each wake-up
+ * costs about a millisecond of CPU, taken from the vCPU and I/O threads).
+ */
+export class IdleBackoff {
+  #lastWork = -Infinity;
+
+  /**
+   * @param busyMs the wait while work is recent
+   * @param idleMs the wait once quiet
+   * @param quietAfterMs how long without work counts as quiet
+   */
+  constructor(readonly busyMs: number, readonly idleMs: number, readonly quietAfterMs: number) {}
+
+  /** Work was done at `now` (ms, `performance.now()` by default). */
+  noteWork(now: number = performance.now()): void {
+    this.#lastWork = now;
+  }
+
+  /** The wait to use at `now`. */
+  waitMs(now: number = performance.now()): number {
+    return now - this.#lastWork < this.quietAfterMs ? this.busyMs : this.idleMs;
+  }
+}

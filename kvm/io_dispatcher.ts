@@ -8,7 +8,7 @@
  */
 
 import type { Bus, BusRange } from "../devices/bus.ts";
-import { waitAtMost } from "./atomics_wait.ts";
+import { IdleBackoff, waitAtMost } from "./atomics_wait.ts";
 import { PORT_MAP, PORT_MAP_BYTES, setPortBits } from "./port_map.ts";
 import {
   ACCESS,
@@ -29,18 +29,26 @@ export type Logger = (line: string) => void;
 export const COALESCE_MS = 1;
 
 /**
- * The VMM thread's event loop ticks at least this often while it runs. Deno
- * does not reliably wake its event loop when another thread's
- * `Atomics.notify` resolves an `Atomics.waitAsync` (denoland/deno#14786), and
- * now and then such a promise never settles at all: a lost wake-up left a
- * vCPU waiting for a read answer forever, and the guest hung (SMP guests,
- * one boot in four to eight). So every wait also races a timer
- * ({@linkcode waitAtMost}), and a tick keeps the loop turning.
+ * While the guest keeps making exits, the VMM thread's event loop turns at
+ * least this often. Deno does not reliably wake its event loop when another
+ * thread's `Atomics.notify` resolves an `Atomics.waitAsync`
+ * (denoland/deno#14786), and now and then such a promise never settles at
+ * all: a lost wake-up left a vCPU waiting for a read answer forever, and the
+ * guest hung (SMP guests, one boot in four to eight). So every wait also races
+ * a timer ({@linkcode waitAtMost}), this short while exits come.
  */
-export const EVENT_LOOP_TICK_MS = 10;
+export const BUSY_RECHECK_MS = 10;
 
-/** Longest idle sleep before the doorbell is looked at again. */
-export const IDLE_RECHECK_MS = 20;
+/**
+ * Once the guest has made no exit for {@linkcode QUIET_AFTER_MS}, the idle
+ * VMM thread looks at the doorbell only this often (an exit still wakes it at
+ * once), and this is also how often it samples the vCPUs' KVM_RUN state for
+ * stall reports (its event loop's keep-alive tick).
+ */
+export const IDLE_RECHECK_MS = 250;
+
+/** How long without an exit makes the VMM thread idle (see {@linkcode IDLE_RECHECK_MS}). */
+export const QUIET_AFTER_MS = 50;
 
 /** Counts of what the dispatcher has seen. */
 export interface DispatchStats {
@@ -53,6 +61,8 @@ export interface DispatchStats {
   unclaimed: number;
   /** Device handlers that threw. */
   deviceErrors: number;
+  /** Turns of the wait-drain loop: wake-ups of the VMM thread for exits, and idle rechecks. */
+  turns: number;
 }
 
 /** Drains vCPU channels into the buses until stopped. */
@@ -60,7 +70,7 @@ export class IoDispatcher {
   /** The VM's doorbell (share it with every vCPU channel). */
   readonly doorbell: SharedArrayBuffer = new SharedArrayBuffer(DOORBELL_BYTES);
   /** Running totals. */
-  readonly stats: DispatchStats = { accesses: 0, unclaimed: 0, deviceErrors: 0 };
+  readonly stats: DispatchStats = { accesses: 0, unclaimed: 0, deviceErrors: 0, turns: 0 };
   readonly #bell = new Int32Array(this.doorbell);
   /**
    * The port map the vCPU threads consult (see port_map.ts): where writes
@@ -74,6 +84,7 @@ export class IoDispatcher {
   #running = false;
   #loop: Promise<void> | undefined;
   #keepAlive: ReturnType<typeof setInterval> | undefined;
+  readonly #backoff = new IdleBackoff(BUSY_RECHECK_MS, IDLE_RECHECK_MS, QUIET_AFTER_MS);
   readonly #handle: (kind: number, address: bigint, data: Uint8Array) => void;
 
   /**
@@ -139,12 +150,12 @@ export class IoDispatcher {
   start(): void {
     if (this.#running) return;
     this.#running = true;
-    // Atomics.waitAsync does not keep Deno's event loop alive, nor always wake it: a timer does.
-    // The tick also samples each vCPU's KVM_RUN state for stall reports (VcpuChannel.sampleRun).
+    // Atomics.waitAsync does not keep Deno's event loop alive: a timer does. The tick also
+    // samples each vCPU's KVM_RUN state for stall reports (VcpuChannel.sampleRun).
     this.#keepAlive = setInterval(() => {
       const now = Date.now();
       for (const c of this.#channels) c.sampleRun(now);
-    }, EVENT_LOOP_TICK_MS);
+    }, IDLE_RECHECK_MS);
     this.#loop = this.#run();
   }
 
@@ -162,8 +173,9 @@ export class IoDispatcher {
     const bell = this.#bell;
     let busy = 0;
     while (this.#running) {
+      this.stats.turns++;
       const seen = Atomics.load(bell, DOORBELL.COUNT);
-      this.drain();
+      if (this.drain() > 0) this.#backoff.noteWork();
       if (Atomics.load(bell, DOORBELL.COUNT) !== seen) {
         if (++busy >= 64) {
           // Under a storm of exits, still let timers and I/O run.
@@ -175,7 +187,7 @@ export class IoDispatcher {
       busy = 0;
       // Idle: ask the next poster to wake us, then sleep unless something came in meanwhile.
       Atomics.store(bell, DOORBELL.SLEEPING, 1);
-      await waitAtMost(bell, DOORBELL.COUNT, seen, IDLE_RECHECK_MS);
+      await waitAtMost(bell, DOORBELL.COUNT, seen, this.#backoff.waitMs());
       Atomics.store(bell, DOORBELL.SLEEPING, 0);
       // Woken by a posted write: let a few more pile up (nobody waits for them), but answer
       // a read request at once.

@@ -18,7 +18,8 @@
  * @module
  */
 
-import { waitAtMost } from "./atomics_wait.ts";
+import { IdleBackoff, waitAtMost } from "./atomics_wait.ts";
+import { IDLE_RECHECK_MS, QUIET_AFTER_MS } from "./io_dispatcher.ts";
 import { close, EFD_CLOEXEC, EFD_NONBLOCK, eventfd, libc } from "./libc.ts";
 
 /** Most eventfds one poller serves. */
@@ -39,8 +40,12 @@ export const SLOT_STATE = { FREE: 0, ACTIVE: 1, CLOSING: 2 } as const;
 
 /** Int32 words of the header. */
 const HEADER_WORDS = 4;
-/** Longest idle wait before the bell is looked at again (see ./atomics_wait.ts). */
-const IDLE_RECHECK_MS = 50;
+/**
+ * Longest wait before the bell is looked at again (see ./atomics_wait.ts):
+ * {@linkcode BUSY_RECHECK_MS} within {@linkcode QUIET_AFTER_MS} of the last
+ * kick, {@linkcode IDLE_RECHECK_MS} after.
+ */
+const BUSY_RECHECK_MS = 50;
 
 /** Int32 index of slot `i`'s fd, state and pending words. */
 export function slotWords(i: number): { fd: number; state: number; pending: number } {
@@ -82,6 +87,7 @@ export interface PolledEventfd {
 export class IoeventfdPoller {
   /** Statistics. */
   readonly stats: PollerStats = { kicks: 0, wakes: 0 };
+  readonly #backoff = new IdleBackoff(BUSY_RECHECK_MS, IDLE_RECHECK_MS, QUIET_AFTER_MS);
   readonly #shared = new SharedArrayBuffer(POLLER_BYTES);
   readonly #words = new Int32Array(this.#shared);
   readonly #callbacks: ((() => void) | null)[] = new Array(POLLER_SLOTS).fill(null);
@@ -185,7 +191,7 @@ export class IoeventfdPoller {
       // Under a stream of kicks the bell has always moved on: still give the event loop (the
       // vCPU dispatcher, timers) a turn, or a busy device would starve everything else.
       if (Atomics.load(w, POLLER_WORD.BELL) !== seen) await new Promise((r) => setTimeout(r, 0));
-      else await waitAtMost(w, POLLER_WORD.BELL, seen, IDLE_RECHECK_MS);
+      else await waitAtMost(w, POLLER_WORD.BELL, seen, this.#backoff.waitMs());
       this.stats.wakes++;
     }
   }
@@ -198,6 +204,7 @@ export class IoeventfdPoller {
       const cb = this.#callbacks[i];
       if (!cb) continue;
       this.stats.kicks++;
+      this.#backoff.noteWork();
       try {
         cb();
       } catch (e) {

@@ -24,7 +24,7 @@ import { ACPI_PM_PORT_SPAN, AcpiPm } from "../devices/acpi_pm.ts";
 import { CmosRtc, RTC_PORT_COUNT } from "../devices/cmos_rtc.ts";
 import { I8042 } from "../devices/i8042.ts";
 import { Serial8250, UART_REGISTER_COUNT } from "../devices/serial_8250.ts";
-import { IoDispatcher } from "../kvm/io_dispatcher.ts";
+import { type DispatchStats, IoDispatcher } from "../kvm/io_dispatcher.ts";
 import { Kvm } from "../kvm/kvm.ts";
 import { KVM_CAP } from "../kvm/ioctls.ts";
 import type { GuestMemory } from "../kvm/guest_memory.ts";
@@ -390,7 +390,7 @@ export class Machine {
   }
 
   /** Dispatcher totals. */
-  ioStats(): { accesses: number; unclaimed: number; deviceErrors: number } {
+  ioStats(): DispatchStats {
     return { ...this.#dispatcher.stats };
   }
 

@@ -6,6 +6,7 @@
 import { deepStrictEqual, match, ok, strictEqual } from "node:assert/strict";
 import { bootShell, retryIfGuestCrashed, waitExit } from "./guest.ts";
 import { PROBE_AFTER_S } from "../../vmm/machine.ts";
+import { IDLE_RECHECK_MS, QUIET_AFTER_MS } from "../../kvm/io_dispatcher.ts";
 import { REGISTER_FILE_ID } from "../../examples/register_file.ts";
 
 const hex = (v: bigint | number, width: number) => `0x${v.toString(16).padStart(width, "0")}`;
@@ -64,6 +65,18 @@ Deno.test("Linux boots to a shell on 2 vCPUs, runs commands, sees dvmm's PCI dev
     strictEqual(
       Number((await console.run(`devmem ${hex(base + 0x40, 8)} 32`)).output.trim()),
       0x12345678,
+    );
+
+    // An idle guest: the VMM thread looks at the doorbell every IDLE_RECHECK_MS, not every few
+    // milliseconds (it did 150 times a second before). Exits still wake it at once.
+    await new Promise((r) => setTimeout(r, 2 * QUIET_AFTER_MS));
+    const idleMs = 3000;
+    const turns = machine.ioStats().turns;
+    await new Promise((r) => setTimeout(r, idleMs));
+    const idleTurns = machine.ioStats().turns - turns;
+    ok(
+      idleTurns <= 4 * (idleMs / IDLE_RECHECK_MS),
+      `${idleTurns} wake-ups of the VMM thread in ${idleMs} ms of an idle guest`,
     );
 
     await console.write("poweroff -f\n");

@@ -1,6 +1,7 @@
 import { deepStrictEqual, doesNotMatch, match, strictEqual } from "node:assert/strict";
 import { Bus } from "../../devices/bus.ts";
 import { IoDispatcher } from "../../kvm/io_dispatcher.ts";
+import { IdleBackoff } from "../../kvm/atomics_wait.ts";
 import {
   ACCESS,
   COUNTER,
@@ -200,4 +201,15 @@ Deno.test("a second probe of a silent vCPU says whether the guest was at the sam
     ch.describe(),
     /rip=0xffffffff81c01220; the probe 7\.0 s earlier found rip=0xffffffffc039d20c$/,
   );
+});
+
+Deno.test("the idle backoff waits briefly while work is recent and long once quiet", () => {
+  const b = new IdleBackoff(10, 250, 200);
+  strictEqual(b.waitMs(1_000), 250); // no work yet
+  b.noteWork(1_000);
+  strictEqual(b.waitMs(1_000), 10);
+  strictEqual(b.waitMs(1_199), 10);
+  strictEqual(b.waitMs(1_200), 250);
+  b.noteWork(5_000);
+  strictEqual(b.waitMs(5_050), 10);
 });
