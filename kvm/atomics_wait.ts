@@ -37,6 +37,8 @@ export class IdleBackoff {
   #lastWork = -Infinity;
 
   /**
+   * A backoff that answers `busyMs` until `quietAfterMs` have passed without
+   * work, then `idleMs`.
    * @param busyMs the wait while work is recent
    * @param idleMs the wait once quiet
    * @param quietAfterMs how long without work counts as quiet
