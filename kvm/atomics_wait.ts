@@ -35,6 +35,7 @@ export async function waitAtMost(
  */
 export class IdleBackoff {
   #lastWork = -Infinity;
+  #worked = false;
 
   /**
    * A backoff that answers `busyMs` until `quietAfterMs` have passed without
@@ -45,13 +46,20 @@ export class IdleBackoff {
    */
   constructor(readonly busyMs: number, readonly idleMs: number, readonly quietAfterMs: number) {}
 
-  /** Work was done at `now` (ms, `performance.now()` by default). */
-  noteWork(now: number = performance.now()): void {
-    this.#lastWork = now;
+  /**
+   * Work was done. No clock is read here (this runs once per exit drained):
+   * the next {@linkcode waitMs}, which follows the work at once, dates it.
+   */
+  noteWork(): void {
+    this.#worked = true;
   }
 
-  /** The wait to use at `now`. */
+  /** The wait to use at `now` (ms, `performance.now()` by default). */
   waitMs(now: number = performance.now()): number {
+    if (this.#worked) {
+      this.#worked = false;
+      this.#lastWork = now;
+    }
     return now - this.#lastWork < this.quietAfterMs ? this.busyMs : this.idleMs;
   }
 }

@@ -206,10 +206,10 @@ Deno.test("a second probe of a silent vCPU says whether the guest was at the sam
 Deno.test("the idle backoff waits briefly while work is recent and long once quiet", () => {
   const b = new IdleBackoff(10, 250, 200);
   strictEqual(b.waitMs(1_000), 250); // no work yet
-  b.noteWork(1_000);
+  b.noteWork();
   strictEqual(b.waitMs(1_000), 10);
   strictEqual(b.waitMs(1_199), 10);
   strictEqual(b.waitMs(1_200), 250);
-  b.noteWork(5_000);
+  b.noteWork();
   strictEqual(b.waitMs(5_050), 10);
 });
