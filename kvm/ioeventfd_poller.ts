@@ -42,10 +42,10 @@ export const SLOT_STATE = { FREE: 0, ACTIVE: 1, CLOSING: 2 } as const;
 const HEADER_WORDS = 4;
 /**
  * Longest wait before the bell is looked at again (see ./atomics_wait.ts):
- * {@linkcode BUSY_RECHECK_MS} within {@linkcode QUIET_AFTER_MS} of the last
+ * {@linkcode KICK_RECHECK_MS} within {@linkcode QUIET_AFTER_MS} of the last
  * kick, {@linkcode IDLE_RECHECK_MS} after.
  */
-const BUSY_RECHECK_MS = 50;
+const KICK_RECHECK_MS = 50;
 
 /** Int32 index of slot `i`'s fd, state and pending words. */
 export function slotWords(i: number): { fd: number; state: number; pending: number } {
@@ -87,7 +87,7 @@ export interface PolledEventfd {
 export class IoeventfdPoller {
   /** Statistics. */
   readonly stats: PollerStats = { kicks: 0, wakes: 0 };
-  readonly #backoff = new IdleBackoff(BUSY_RECHECK_MS, IDLE_RECHECK_MS, QUIET_AFTER_MS);
+  readonly #backoff = new IdleBackoff(KICK_RECHECK_MS, IDLE_RECHECK_MS, QUIET_AFTER_MS);
   readonly #shared = new SharedArrayBuffer(POLLER_BYTES);
   readonly #words = new Int32Array(this.#shared);
   readonly #callbacks: ((() => void) | null)[] = new Array(POLLER_SLOTS).fill(null);
