@@ -141,6 +141,7 @@ function run(init: BlkWorkerInit): void {
   // path meanwhile (blk_warm_up.ts). Only a stop cuts it short; other commands wait for it.
   warmUpBlkPath({
     stop: () => commandPending() && Atomics.load(w, BLK_WORD.CMD) === BLK_CMD.STOP,
+    pending: commandPending,
   });
   Atomics.store(w, BLK_WORD.STARTED, 1);
   if (!command()) return;

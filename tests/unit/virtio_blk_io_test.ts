@@ -15,7 +15,7 @@ import { MemoryBlockBackend, readIntoGuest } from "../../devices/virtio/block_ba
 import { VIRTIO_BLK_S, VIRTIO_BLK_T, VirtioBlk } from "../../devices/virtio/blk.ts";
 import { bringUp } from "./virtio_harness.ts";
 import { layoutAt, TestDriver } from "./virtio_driver.ts";
-import { warmUpBlkPath } from "../../devices/virtio/blk_warm_up.ts";
+import { BLK_WARM_UP_REQUESTS_PER_QUEUE, warmUpBlkPath } from "../../devices/virtio/blk_warm_up.ts";
 import { serveAvailable } from "../../devices/virtio/blk_serve.ts";
 import { FdBlockBackend } from "../../devices/virtio/fd_block_backend.ts";
 import { ChainBuffers, Virtqueue } from "../../devices/virtio/virtqueue.ts";
@@ -192,6 +192,16 @@ Deno.test("blk warm-up: the I/O worker's JIT warm-up serves each synthetic read 
   assert.equal(warmUpBlkPath({ requests: 24 }), 24);
   let asked = 0;
   assert.equal(warmUpBlkPath({ requests: 24, stop: () => ++asked > 5 }), 5);
+});
+
+Deno.test("blk warm-up: moves through fresh queues below and above 4 GiB, serving with the caller's pending check", () => {
+  // Three queues: at address 0, above 4 GiB, at 0 again; every request still completes.
+  const requests = 2 * BLK_WARM_UP_REQUESTS_PER_QUEUE + 10;
+  let pendingCalls = 0;
+  assert.equal(warmUpBlkPath({ requests, pending: () => (pendingCalls++, false) }), requests);
+  assert.ok(pendingCalls >= requests, `pending asked ${pendingCalls} times`);
+  // A command pending (as when the guest activates its queue meanwhile) ends no request early.
+  assert.equal(warmUpBlkPath({ requests, pending: () => true }), requests);
 });
 
 Deno.test("blk batch server: serves every available request, or stops early when told and leaves the rest available", () => {
