@@ -123,8 +123,9 @@ function serveSynthetic(zeroFd: number, opts: BlkWarmUpOptions): number {
   let r = rig(0, backend);
   let ok = 0;
   for (let i = 0; i < requests && !opts.stop?.(); i++) {
-    const n = Math.floor(i / BLK_WARM_UP_REQUESTS_PER_QUEUE);
-    if (n > 0 && i % BLK_WARM_UP_REQUESTS_PER_QUEUE === 0) r = rig(n, backend);
+    if (i > 0 && i % BLK_WARM_UP_REQUESTS_PER_QUEUE === 0) {
+      r = rig(i / BLK_WARM_UP_REQUESTS_PER_QUEUE, backend);
+    }
     const type = i & 1 ? VIRTIO_BLK_T.OUT : VIRTIO_BLK_T.IN;
     r.memory.writeU32(r.base + AT.HEADER + VIRTIO_BLK_REQ.TYPE.offset, type);
     r.memory.writeU32(r.base + AT.HEADER + VIRTIO_BLK_REQ.SECTOR.offset, (i % 64) * 128);
