@@ -4,8 +4,8 @@
  * (sequential write, then sequential read), timing each pass with its own
  * clock, for dvmm (the virtio-blk plugin, `--disk`) and QEMU with KVM
  * (`-M pc`, virtio-blk-pci, `aio=threads`), on the same image, kernel and
- * initramfs, alternating, several rounds. Prints medians in MB/s and the
- * ratios dvmm/QEMU (target >= 1).
+ * initramfs, alternating (who goes first alternates too), several rounds.
+ * Prints medians in MB/s and the ratios dvmm/QEMU (target >= 1).
  *
  * The guest initramfs ({@linkcode blkBenchInitramfs}) is built on the host
  * (the lab's asset cache is read-only); its /init loads the virtio modules,
@@ -125,15 +125,14 @@ export async function benchBlkThroughput(opts: BlkBenchOptions): Promise<string[
     for (const p of parseBlkPasses(text)) results[who][p.op].push(mbPerSecond(p));
   };
   try {
+    const runs = {
+      dvmm: () => consoleUntil(Deno.execPath(), dvmmArgs, BLK_DONE_MARKER, timeoutMs),
+      qemu: () => consoleUntil("qemu-system-x86_64", qemuArgs, BLK_DONE_MARKER, timeoutMs),
+    };
     for (let round = 0; round < opts.rounds; round++) {
-      record(
-        "dvmm",
-        (await consoleUntil(Deno.execPath(), dvmmArgs, BLK_DONE_MARKER, timeoutMs)).text,
-      );
-      record(
-        "qemu",
-        (await consoleUntil("qemu-system-x86_64", qemuArgs, BLK_DONE_MARKER, timeoutMs)).text,
-      );
+      // Who goes first alternates, so neither always meets what the other left behind.
+      const order = round % 2 === 0 ? ["dvmm", "qemu"] as const : ["qemu", "dvmm"] as const;
+      for (const who of order) record(who, (await runs[who]()).text);
       const last = (xs: number[]) => xs.at(-1)!.toFixed(1);
       console.log(
         `blk round ${round + 1}: write dvmm ${last(results.dvmm.write)} MB/s, QEMU ${
